@@ -1,0 +1,40 @@
+# Short aliases; see README.md. Variables: CONFIG=, NAME=, STORAGE=, ADDRESS=, ARGS=
+PY      := .venv/bin/python
+CONFIG  ?= sweep/configs/default.yaml
+STORAGE ?= results
+NAME    ?=
+ADDRESS ?=
+SWEEP_ARGS = --config $(CONFIG) --storage $(STORAGE) $(if $(NAME),--name $(NAME)) $(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
+
+.PHONY: sweep test tensorboard report optuna-dashboard bench lint clean
+
+sweep: .venv/.installed  ## run the sweep (resumes an unfinished one), then write the report
+	$(PY) -m sweep $(SWEEP_ARGS)
+
+test: .venv/.installed  ## the test suite (CPU, about 5 minutes on 2 cores)
+	$(PY) -m pytest -q
+
+tensorboard: .venv/.installed  ## live curves of every trial, on 127.0.0.1:6006
+	.venv/bin/tensorboard --logdir $(STORAGE) --host 127.0.0.1 --port 6006
+
+report: .venv/.installed  ## (re)write the scaling-law report of $(STORAGE)/$(NAME or default)
+	$(PY) -m analysis.fit_rule --results $(STORAGE)/$(or $(NAME),default)
+
+optuna-dashboard: .venv/.installed  ## the Optuna studies of a sweep, on 127.0.0.1:8080
+	.venv/bin/optuna-dashboard --host 127.0.0.1 --port 8080 $(STORAGE)/$(or $(NAME),default)/optuna-journal.log
+
+bench: .venv/.installed  ## samples/s and sweep wall time against a tutorial-style baseline
+	$(PY) benchmarks/bench.py
+
+lint: .venv/.installed
+	.venv/bin/ruff check .
+
+clean:  ## remove caches (results/ and .venv/ are kept; delete them by hand)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@

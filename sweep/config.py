@@ -1,0 +1,300 @@
+"""The sweep's typed, validated configuration: YAML file + `--set` overrides -> SweepConfig.
+
+Every problem is a `ConfigError` whose message names the key or value and the fix; the CLI
+prints it as one line and exits with code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainables.data import DEFAULT_DATA_DIR, LOADERS, TRAIN_SIZES
+from trainables.models import MODELS
+from trainables.schedule import SCHEDULES
+from trainables.train import OPTIMIZERS
+
+SAMPLERS = ("tpe", "gp", "qmc")
+METRICS = {"val_loss": "min", "val_acc": "max"}
+
+
+class ConfigError(ValueError):
+    """Bad input: one line that names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    base_batch_size: int = 8
+    base_lr: float = 0.001  # peak lr at base_batch_size; lr = base_lr * B / base_batch_size * m
+    lr_multipliers: list[float] = field(default_factory=lambda: [1.0])
+    warmup_epochs: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+
+@dataclass(frozen=True)
+class OptunaConfig:
+    trials_per_batch_size: int = 0  # 0 = no Optuna phase
+    lr_range_decades: float = 2.0  # searched lr: linear-rule lr x 10^[-D, +D]
+    warmup_epochs: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    sampler: str = "tpe"
+    seed: int | None = None  # None: derived from the sweep's seed
+    max_widenings: int = 2  # times a range may grow when its best lr sits at an edge
+    widen_decades: float = 1.0
+
+
+@dataclass(frozen=True)
+class ConfirmConfig:
+    top_k: int = 0  # best lrs per batch size re-run ...
+    seeds: int = 0  # ... with this many new seeds each
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpu_per_trial: float = 1.0
+    gpu_per_trial: float | str = "auto"  # fraction of a GPU, or auto (chosen from batch size)
+    # auto: the GPU fraction of a trial whose batch size is at most the key
+    gpu_fraction_by_batch: dict[int, float] = field(
+        default_factory=lambda: {64: 0.0625, 512: 0.125, 4096: 0.25}
+    )
+    max_concurrent_trials: int = 0  # 0 = as many as the resources allow
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "default"
+    dataset: str = "mnist5k"
+    model: str = "cnn1"
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    epochs: int = 5  # budget in epochs (examples), identical for every batch size
+    seeds: int = 1  # seeds per grid configuration
+    seed: int = 0  # one seed for the whole sweep: grid seeds, sampler seeds, trial seeds
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 24, 32, 40, 48, 56])
+    schedule: str = "constant"
+    diverge_factor: float = 10.0
+    n_train: int = 0  # use the first n training examples (0 = all)
+    data_dir: str | None = None  # None: ~/.cache/lr-batch-sweep (or $SWEEP_DATA_DIR)
+    metric: str = "val_loss"
+    max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
+    checkpoints_to_keep: int = 2
+    grid: GridConfig = field(default_factory=GridConfig)
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    @property
+    def resolved_data_dir(self) -> str:
+        return str(Path(self.data_dir).expanduser().resolve() if self.data_dir
+                   else DEFAULT_DATA_DIR)
+
+    @property
+    def mode(self) -> str:
+        return METRICS[self.metric]
+
+
+# ---------------------------------------------------------------- building from dicts
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+    return hint
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against the field's type hint; ints widen to floats, nothing else."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        names = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o))
+                            for o in options)
+        raise ConfigError(f"{where} must be {names}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            value = [value]  # `--set batch_sizes=8` means [8]
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_t, val_t = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}")
+                for k, v in value.items()}
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    raise ConfigError(
+        f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}"
+        f" ({type(value).__name__}); fix the value in the YAML or --set"
+    )
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{prefix or 'config'}' must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{prefix}{key}"
+        if key not in valid:
+            raise ConfigError(f"unknown config key '{where}': {_suggest(str(key), valid)}")
+        hint = hints[key]
+        if is_dataclass(hint):
+            kwargs[key] = _build(hint, value if value is not None else {}, f"{where}.")
+        else:
+            kwargs[key] = _coerce(value, hint, where)
+    for f in fields(cls):
+        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"missing config key '{prefix}{f.name}'")
+    return cls(**kwargs)
+
+
+def set_dotted(raw: dict[str, Any], dotted: str) -> None:
+    """Apply one `--set a.b=value` (value parsed as YAML) to a nested dict."""
+    if "=" not in dotted:
+        raise ConfigError(f"--set '{dotted}' must look like key=value, e.g. grid.base_lr=0.002")
+    key, text = dotted.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: '{text}' is not a YAML value") from None
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass --config with a YAML "
+                          "file, e.g. sweep/configs/default.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{at}: fix its syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {raw!r}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:  # type: ignore[assignment]
+    raw = load_raw(path)
+    for dotted in overrides:
+        set_dotted(raw, dotted)
+    cfg = _build(SweepConfig, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def with_overrides(cfg: SweepConfig, **changes: Any) -> SweepConfig:
+    out = replace(cfg, **changes)
+    validate(out)
+    return out
+
+
+# ---------------------------------------------------------------- value checks
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown {key} '{value}'{hint}; choose from {', '.join(choices)}")
+
+
+def validate(cfg: SweepConfig) -> None:
+    _choice("dataset", cfg.dataset, LOADERS)
+    _choice("model", cfg.model, MODELS)
+    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("optuna.sampler", cfg.optuna.sampler, SAMPLERS)
+    _choice("schedule", cfg.schedule, SCHEDULES)
+    _choice("metric", cfg.metric, METRICS)
+    _need(bool(cfg.name) and "/" not in cfg.name and not cfg.name.startswith("."),
+          f"name '{cfg.name}' must be a plain folder name (no '/', not starting with '.')")
+    _need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
+    _need(cfg.seeds >= 1, f"seeds must be at least 1, got {cfg.seeds}")
+    _need(len(cfg.batch_sizes) >= 1, "batch_sizes must list at least one batch size")
+    _need(len(set(cfg.batch_sizes)) == len(cfg.batch_sizes),
+          f"batch_sizes has duplicates: {cfg.batch_sizes}")
+    for b in cfg.batch_sizes:
+        _need(b >= 1, f"batch_sizes: {b} is not a positive batch size; use integers >= 1")
+    n_train = TRAIN_SIZES.get(cfg.dataset)
+    if n_train is not None:
+        n_train = min(n_train, cfg.n_train) if cfg.n_train > 0 else n_train
+        too_big = [b for b in cfg.batch_sizes if b > n_train]
+        _need(not too_big, f"batch_sizes {too_big} exceed the {n_train} training examples of "
+              f"'{cfg.dataset}'; use batch sizes <= {n_train}")
+    _need(cfg.n_train >= 0, f"n_train must be >= 0 (0 = all), got {cfg.n_train}")
+    _need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
+    _need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    _need(cfg.diverge_factor >= 0, f"diverge_factor must be >= 0 (0 = off), got "
+          f"{cfg.diverge_factor}")
+    _need(cfg.max_failures >= 0, f"max_failures must be >= 0, got {cfg.max_failures}")
+    _need(cfg.checkpoints_to_keep >= 1,
+          f"checkpoints_to_keep must be >= 1, got {cfg.checkpoints_to_keep}")
+    g = cfg.grid
+    _need(g.base_lr > 0, f"grid.base_lr must be a positive learning rate, got {g.base_lr}")
+    _need(g.base_batch_size >= 1, f"grid.base_batch_size must be >= 1, got {g.base_batch_size}")
+    _need(len(g.lr_multipliers) >= 1 and all(m > 0 for m in g.lr_multipliers),
+          f"grid.lr_multipliers must be positive numbers, got {g.lr_multipliers}")
+    for key, values in (("grid.warmup_epochs", g.warmup_epochs),
+                        ("optuna.warmup_epochs", cfg.optuna.warmup_epochs)):
+        _need(len(values) >= 1, f"{key} must list at least one value (0 = no warmup)")
+        for w in values:
+            _need(w >= 0, f"{key}: {w} is negative; use 0 for no warmup")
+            _need(w <= cfg.epochs, f"{key}: warmup of {w} epochs is longer than the "
+                  f"{cfg.epochs} training epochs; use at most {cfg.epochs}")
+    o = cfg.optuna
+    _need(o.trials_per_batch_size >= 0,
+          f"optuna.trials_per_batch_size must be >= 0, got {o.trials_per_batch_size}")
+    _need(o.lr_range_decades > 0,
+          f"optuna.lr_range_decades must be positive, got {o.lr_range_decades}")
+    _need(o.max_widenings >= 0, f"optuna.max_widenings must be >= 0, got {o.max_widenings}")
+    _need(o.widen_decades > 0, f"optuna.widen_decades must be positive, got {o.widen_decades}")
+    _need(cfg.confirm.top_k >= 0 and cfg.confirm.seeds >= 0,
+          "confirm.top_k and confirm.seeds must be >= 0")
+    r = cfg.resources
+    _need(r.cpu_per_trial > 0, f"resources.cpu_per_trial must be positive, got "
+          f"{r.cpu_per_trial}")
+    if isinstance(r.gpu_per_trial, str):
+        _need(r.gpu_per_trial == "auto", f"resources.gpu_per_trial must be 'auto' or a "
+              f"fraction of a GPU, got '{r.gpu_per_trial}'")
+    else:
+        _need(r.gpu_per_trial >= 0, f"resources.gpu_per_trial must be >= 0, got "
+              f"{r.gpu_per_trial}")
+    _need(all(0 < f <= 1 for f in r.gpu_fraction_by_batch.values()),
+          "resources.gpu_fraction_by_batch values must be fractions in (0, 1]")
+    _need(r.max_concurrent_trials >= 0, "resources.max_concurrent_trials must be >= 0")

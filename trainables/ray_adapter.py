@@ -1,0 +1,70 @@
+"""The only place Ray touches training: a Tune function trainable around `train()`.
+
+Per epoch it reports the DESIGN.md metric keys (plus `node_id` and `hostname`, for provenance)
+with a checkpoint, so a restored or retried trial continues from its last finished epoch. The
+data set is cached per worker process (`load_dataset`), so a reused actor keeps it between
+trials; torch gets exactly the CPU threads Ray assigned to the trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from trainables.data import load_dataset
+from trainables.train import config_from_dict, train
+
+STATE_FILE = "state.pt"
+
+
+def _device_and_threads() -> tuple[str, int]:
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    threads = max(1, int(assigned.get("CPU", 1)))
+    use_gpu = assigned.get("GPU", 0) > 0 and torch.cuda.is_available()
+    return ("cuda" if use_gpu else "cpu"), threads
+
+
+def _load_resume_state() -> dict[str, Any] | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        # our own checkpoint of tensors and numbers: weights_only refuses anything else
+        return torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one INFO line per checkpoint
+    cfg = config_from_dict(config)
+    device, threads = _device_and_threads()
+    torch.set_num_threads(threads)
+    data = load_dataset(cfg.dataset, cfg.data_dir, device)
+    resume = _load_resume_state()
+    provenance = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+    }
+    for epoch in train(cfg, data, resume):
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(epoch.state, Path(folder) / STATE_FILE)
+            tune.report(
+                {**asdict(epoch.metrics), **provenance},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+        _maybe_inject_fault(cfg.fault_kill_at_epoch, epoch.metrics.epoch, resume is not None)
+
+
+def _maybe_inject_fault(kill_at_epoch: int, epoch: int, resumed: bool) -> None:
+    """Tests only: the worker process dies (SIGKILL) once, right after `kill_at_epoch`."""
+    if kill_at_epoch and epoch == kill_at_epoch and not resumed:
+        os.kill(os.getpid(), signal.SIGKILL)
