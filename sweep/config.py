@@ -100,10 +100,11 @@ class SweepConfig:
 
 # ---------------------------------------------------------------- building from dicts
 
-def _suggest(key: str, valid: list[str]) -> str:
+def _suggest(key: str, valid: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-    return hint
+    if close:
+        return f"did you mean '{prefix}{close[0]}'?"
+    return f"valid keys: {', '.join(prefix + v for v in valid)}"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -157,7 +158,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key, value in raw.items():
         where = f"{prefix}{key}"
         if key not in valid:
-            raise ConfigError(f"unknown config key '{where}': {_suggest(str(key), valid)}")
+            raise ConfigError(f"unknown config key '{where}': {_suggest(str(key), valid, prefix)}")
         hint = hints[key]
         if is_dataclass(hint):
             kwargs[key] = _build(hint, value if value is not None else {}, f"{where}.")

@@ -141,7 +141,7 @@ LOADERS: dict[str, Callable[[Path], TensorData]] = {
     "quadratic": _quadratic,
 }
 TRAIN_SIZES = {"mnist5k": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000,
-               "synthetic": 960}
+               "synthetic": 960, "quadratic": 8192}
 
 
 def get_loader(name: str) -> Callable[[Path], TensorData]:
