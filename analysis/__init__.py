@@ -1,0 +1,19 @@
+"""What the results say: load -> best lr per batch size -> rule fits -> report.
+
+Run it with `python -m analysis.fit_rule --results DIR` (see `analysis.fit_rule`). Modules, in
+the order data flows through them:
+
+- `analysis.load`: a Ray Tune results folder -> tidy tables (one row per trial-epoch, one per
+  trial), reading only each trial's `params.json` and `result.json`; never unpickles anything.
+- `analysis.best`: the best learning rate of every batch size, below grid resolution (parabola
+  in log10 lr), with a bootstrap confidence interval, the edge flag and the divergence edge.
+- `analysis.fit`: weighted fits of the linear, sqrt, free power-law and saturating rules to the
+  best learning rates, AIC comparison and the verdict.
+- `analysis.compare`: the Goyal-style rule table, the warmup comparison and the learning curves
+  of the article experiment (the linear-scaling grid).
+- `analysis.pipeline`: all of the above as one call, `analyze(results_dir) -> Analysis`.
+- `analysis.figures`: the report's figures (matplotlib, Agg backend, no pyplot).
+- `analysis.report`: `report.md`, a self-contained `report.html` and `fit.json`.
+- `analysis.fit_rule`: the command line.
+- `analysis.synthetic`: results folders generated from planted laws (tests, benchmark, demo).
+"""

@@ -1,0 +1,100 @@
+"""Scaling-law report of a sweep: does the best learning rate scale linearly or by sqrt(B)?
+
+    python -m analysis.fit_rule --results DIR [--out DIR] [--json FILE] [--metric val_loss]
+                                [--n-boot 1000] [--seed 0]
+
+--results  the folder Ray Tune wrote (`<storage>/<name>`, or a folder holding several such
+           experiments); trial folders are found recursively by their `params.json`.
+--out      where to write report.md, report.html (self-contained) and figures/*.png;
+           default: `<results>/report`.
+--json     where to write fit.json; default: `<out>/fit.json`.
+--metric   final-epoch metric that defines "best": a loss is minimised, an accuracy (a name
+           containing "acc") maximised. Default val_loss.
+--n-boot   bootstrap resamples for the confidence intervals (default 1000).
+
+Prints the best lr per batch size (with CI, edge flag, trial and divergence counts) and the
+verdict paragraph. Bad input (missing or empty folder, no finished trial, unknown metric)
+prints one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.load import AnalysisError
+from analysis.pipeline import Analysis, analyze
+
+
+def console_table(a: Analysis) -> str:
+    """The console summary: one line per batch size."""
+    head = f"{'B':>6} {'best lr':>10} {'95% CI':>23} {'edge':>5} {'trials':>7} {'diverged':>9}"
+    lines = [head, "-" * len(head)]
+    for _, r in a.best.iterrows():
+        lr = "-" if r["lr"] is None or r["lr"] != r["lr"] else f"{r['lr']:.4g}"
+        lo, hi = r["lr_ci_lo"], r["lr_ci_hi"]
+        ci = "-" if lo is None or lo != lo else f"[{lo:.4g}, {hi:.4g}]"
+        lines.append(
+            f"{int(r['batch_size']):>6} {lr:>10} {ci:>23} {'EDGE' if r['at_edge'] else '':>5} "
+            f"{int(r['n_trials']):>7} {int(r['n_diverged']):>9}"
+        )
+    return "\n".join(lines)
+
+
+def summary_text(a: Analysis, written: dict[str, Path]) -> str:
+    parts = [
+        *a.load.lines(),
+        "",
+        f"Best lr per batch size (final {a.metric}, "
+        f"{'maximised' if a.maximize else 'minimised'}):",
+        console_table(a),
+        "",
+        f"VERDICT: {a.verdict.verdict}"
+        + (f" (best model: {a.fits.best_model})" if a.fits.best_model else ""),
+        a.verdict.paragraph,
+        a.verdict.linear_range,
+        *a.verdict.notes,
+        "",
+        f"Report: {written['report.html']} (and report.md, figures/); fit: {written['fit.json']}",
+    ]
+    return "\n".join(parts)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.fit_rule",
+        description="Scaling-law report: best lr per batch size, rule fits and verdict.",
+    )
+    p.add_argument("--results", required=True, type=Path, help="Ray Tune results folder")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS/report)")
+    p.add_argument("--json", type=Path, default=None, help="fit.json path (default OUT/fit.json)")
+    p.add_argument("--metric", default="val_loss", help="val_loss (default), val_acc, ...")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    args = p.parse_args(argv)
+    if args.n_boot < 0:
+        p.error("--n-boot must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out or args.results / "report"
+    try:
+        a = analyze(args.results, metric=args.metric, n_boot=args.n_boot, seed=args.seed)
+        from analysis.report import write_report  # matplotlib only when there is a report
+
+        written = write_report(a, out, args.json)
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the report: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    print(summary_text(a, written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The whole analysis as one function: results folder -> `Analysis` (every table the report needs).
+
+    >>> from analysis.pipeline import analyze
+    >>> a = analyze("results/default", metric="val_loss", n_boot=1000)
+    >>> a.verdict.verdict, a.fits.alpha, a.best
+
+`analysis.fit_rule` is the command line around it; `analysis.report` turns it into files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.best import estimate_best_lr, maximize_metric
+from analysis.compare import Anchor, Curves, learning_curves, rule_table, warmup_table
+from analysis.fit import RuleFits, Verdict, decide_verdict, fit_rules
+from analysis.load import CONFIG_COLUMNS, AnalysisError, LoadSummary, load_results
+
+# result.json columns that are bookkeeping, not metrics one could choose with --metric
+NOT_METRICS = frozenset(
+    {
+        "trial",
+        "epoch",
+        "diverged",
+        "examples_seen",
+        "step",
+        "lr_now",
+        "timesteps_total",
+        "training_iteration",
+        "time_this_iter_s",
+        "time_total_s",
+        *CONFIG_COLUMNS,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything `analysis.report` writes, computed once."""
+
+    results_dir: str
+    metric: str
+    maximize: bool
+    n_boot: int
+    load: LoadSummary
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    best: pd.DataFrame
+    fits: RuleFits
+    verdict: Verdict
+    rules: pd.DataFrame
+    anchor: Anchor | None
+    warmup: pd.DataFrame
+    curves: Curves
+
+
+def available_metrics(epochs: pd.DataFrame) -> list[str]:
+    """Numeric result.json columns that --metric may name."""
+    return sorted(
+        c
+        for c in epochs.columns
+        if c not in NOT_METRICS
+        and pd.api.types.is_numeric_dtype(epochs[c])
+        and not pd.api.types.is_bool_dtype(epochs[c])
+    )
+
+
+def check_metric(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str) -> None:
+    """Raise AnalysisError unless the metric exists and some finished trial reports it."""
+    fin = trials[trials["status"].isin(("done", "diverged"))]
+    if fin.empty:
+        s = trials["status"].value_counts()
+        raise AnalysisError(
+            f"no finished trial yet ({int(s.get('partial', 0))} unfinished, "
+            f"{int(s.get('empty', 0))} with no results): wait for the sweep or resume it"
+        )
+    metrics = available_metrics(epochs)
+    if metric not in metrics:
+        raise AnalysisError(
+            f"metric '{metric}' is not in the trials' result.json; choose from "
+            f"{', '.join(metrics) or '(no numeric metric found)'}"
+        )
+
+
+def analyze(
+    results_dir: str | Path, metric: str = "val_loss", n_boot: int = 1000, seed: int = 0
+) -> Analysis:
+    """Load, estimate the best lrs, fit the rules, build the comparison tables."""
+    res = load_results(results_dir)
+    check_metric(res.epochs, res.trials, metric)
+    best = estimate_best_lr(res.trials, metric, n_boot=n_boot, seed=seed)
+    fits = fit_rules(best)
+    rules, anchor = rule_table(res.trials, best, metric)
+    return Analysis(
+        results_dir=str(results_dir),
+        metric=metric,
+        maximize=maximize_metric(metric),
+        n_boot=n_boot,
+        load=res.summary,
+        trials=res.trials,
+        epochs=res.epochs,
+        best=best,
+        fits=fits,
+        verdict=decide_verdict(fits, best),
+        rules=rules,
+        anchor=anchor,
+        warmup=warmup_table(res.trials, metric, n_boot=n_boot, seed=seed + 1),
+        curves=learning_curves(res.epochs, res.trials, metric),
+    )
