@@ -2,7 +2,9 @@
 
     python -m sweep --config sweep/configs/default.yaml [--set key=value ...] [--name NAME]
         [--storage DIR] [--address HEAD:PORT] [--seed S] [--dry-run] [--resume | --fresh]
-        [--no-report]
+        [--no-report] [--shared-storage] [--journal PATH]
+
+On a multi-node Ray cluster see docs/cluster.md: --storage must be shared by every node.
 
 Bad input exits with code 2 and one line naming the problem and its fix, before Ray starts.
 """
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sweep.cluster import Options, check_storage_arg
 from sweep.config import ConfigError, SweepConfig, load_config, with_overrides
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -28,6 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="sweep name = results subfolder (default: config's name)")
     p.add_argument("--storage", default="results", help="results folder (default results/)")
     p.add_argument("--address", default=None, help="Ray cluster head:port (default: local)")
+    p.add_argument("--shared-storage", action="store_true",
+                   help="every Ray node sees --storage at the same path (NFS etc.: detected)")
+    p.add_argument("--journal", default=None, metavar="PATH",
+                   help="Optuna journal file (default: optuna-journal.log in the results)")
     p.add_argument("--seed", type=int, default=None, help="one seed for the whole sweep")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     p.add_argument("--no-report", action="store_true", help="skip the analysis at the end")
@@ -64,6 +71,8 @@ def write_report(exp_dir: Path, metric: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o022)  # nothing the sweep writes (or Ray's workers, started from here) is
+    # world-writable, whatever the caller's umask
     args = parse_args(argv)
     try:
         cfg = resolve_config(args)
@@ -75,13 +84,19 @@ def main(argv: list[str] | None = None) -> int:
             print(dry_run(cfg, float(os.cpu_count() or 1), float(torch.cuda.device_count())))
             return 0
         preflight(cfg)
-        from sweep.runner import run_sweep
+
+        from sweep.runner import SweepInterrupted, run_sweep
 
         mode = "resume" if args.resume else "fresh" if args.fresh else "auto"
-        exp_dir = run_sweep(cfg, Path(args.storage), args.address or None, mode)
+        check_storage_arg(args.storage, args.journal)
+        exp_dir = run_sweep(cfg, Path(args.storage), args.address or None, mode,
+                            Options(args.shared_storage, args.journal))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SweepInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("\n[sweep] interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sweep import space
+from sweep import cluster, space
 from sweep.config import ConfigError, SweepConfig
 from sweep.search import PhasedSearcher, Plan, StudyState
 
@@ -114,12 +114,11 @@ def init_ray(address: str | None) -> dict[str, float]:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning",
                               "log_to_driver": True}
+    cluster.prepare_connection(address)  # fails fast on a dead address; token mode for it
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as err:
-        where = address or os.environ.get("RAY_ADDRESS", "")
-        raise ConfigError(f"cannot reach the Ray cluster at '{where}' ({err}); check the "
-                          "address (head:port) or leave --address out for a local Ray") from None
+        raise cluster.connect_error(address, err) from None
     return dict(ray.cluster_resources())
 
 
@@ -155,13 +154,15 @@ def make_tuner(cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: fl
 
 
 def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
-              mode: str = "auto") -> Path:
+              mode: str = "auto", options: cluster.Options | None = None) -> Path:
     """Run (or resume) the sweep; return the experiment folder."""
+    options = options or cluster.Options()
     storage = storage.expanduser().resolve()
     check_storage(storage)
     exp_dir = storage / cfg.name
     start = decide_start(cfg, exp_dir, mode)
     resources = init_ray(address)
+    cluster.check_cluster(cfg, storage, options)  # prints nodes; node-local storage on >1 node
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     slots = concurrent_slots(cfg, cpus, gpus)
     if start == "new" and exp_dir.exists():
@@ -171,17 +172,37 @@ def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
     exp_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     (exp_dir / CONFIG_FILE).write_text(json.dumps(asdict(cfg), indent=1))
     plan = build_plan(cfg, exp_dir, space.code_version())
+    plan.journal_path = cluster.journal_path(options, exp_dir / JOURNAL)
     counts = planned_counts(cfg)
     print(f"[sweep] '{cfg.name}': {sum(counts.values())} trials planned ({counts['grid']} grid, "
           f"{counts['optuna']} optuna, {counts['confirm']} confirm) on {cpus:g} CPUs, "
           f"{gpus:g} GPUs, {slots} at a time; results in {exp_dir}", flush=True)
     t0 = time.time()
     tuner = make_tuner(cfg, exp_dir, plan, slots, gpus, restore=start == "restore")
-    results = tuner.fit()
-    n_err = sum(1 for r in results if r.error is not None)
+    results = tuner.fit()  # Ray absorbs the first Ctrl-C: it saves state and returns
+    searcher = _live_searcher(tuner)
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    if unfinished or (searcher is not None and not searcher.state.finished):
+        n_done = len(searcher.state.done) if searcher else len(results) - unfinished
+        raise SweepInterrupted(
+            f"[sweep] interrupted after {n_done} finished trials; unfinished ones keep their "
+            "last epoch checkpoint; run the same command again to resume")
+    n_err = results.num_errors
     print(f"[sweep] finished {len(results)} trials in {(time.time() - t0) / 60:.1f} min"
           + (f"; {n_err} failed (see their error.txt)" if n_err else ""), flush=True)
     return exp_dir
+
+
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before its last trial (Ctrl-C); its state is saved for resuming."""
+
+
+def _live_searcher(tuner: Any) -> PhasedSearcher | None:
+    """The searcher object Ray ran (ours, inside Ray's ConcurrencyLimiter)."""
+    alg = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
+                  "search_alg", None)
+    alg = getattr(alg, "searcher", alg)
+    return alg if isinstance(alg, PhasedSearcher) else None
 
 
 def format_resources(res: dict[str, float]) -> str:

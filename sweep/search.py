@@ -94,6 +94,7 @@ class State:
     done: list[Done] = field(default_factory=list)
     confirm_queue: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    finished: bool = False  # nothing left to suggest (running trials may still be going)
 
 
 def make_sampler(kind: str, seed: int, budget: int) -> optuna.samplers.BaseSampler:
@@ -131,7 +132,10 @@ class PhasedSearcher(Searcher):
             return None
         nxt = self._next_grid() or self._next_optuna() or self._next_confirm()
         if nxt is None:
-            return Searcher.FINISHED if self._nothing_left() else None
+            if self._nothing_left():
+                self.state.finished = True
+                return Searcher.FINISHED
+            return None
         self.state.live[trial_id] = nxt
         return nxt.config
 

@@ -1,0 +1,392 @@
+"""Running the sweep on an existing multi-node Ray cluster: connection, shared storage, checks.
+
+`python -m sweep --address HEAD:PORT` (or `RAY_ADDRESS`) connects to a running cluster instead
+of starting a local Ray; `sweep.runner` calls in here at three points:
+
+- `prepare_connection(address)` before `ray.init`: an address where nothing listens fails at
+  once (ray.init would retry for minutes). Ray 2.60 turns token authentication on when
+  it finds a token for a cluster it discovers itself, but never for an explicit address, so a
+  driver that has the token (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`)
+  would fail to connect after ~20 s of retries. We switch token mode on whenever a token is at
+  hand and `RAY_AUTH_MODE` is unset; authentication is never turned off here, and a cluster
+  that runs without it gets a warning line.
+- `check_cluster(cfg, storage, options)` after `ray.init`, before anything is written: prints
+  the nodes and GPUs the driver sees and decides whether the results folder is reachable from
+  every node. Ray removed syncing trial folders to the head node in 2.7, so with trials on
+  more than one node the storage must be shared: a path on a network filesystem (nfs, lustre,
+  gpfs, ... by `/proc/mounts`) or one the user declares shared (`--shared-storage`, e.g. the
+  same local disk seen by several Ray nodes of one machine). A node-local path fails with one
+  line naming the problem and the fix (`ConfigError`, exit code 2). A shared path is then
+  probed: one zero-CPU task per node checks that it sees a marker file the driver wrote, that
+  it can import this project, and that the data set is available there.
+- `journal_path(options, default)`: where the Optuna studies live. Only the driver (which runs
+  the searcher) writes the journal, but it must survive with the experiment, so by default it
+  stays in the experiment folder on the shared storage. Optuna's `JournalFileBackend` needs a
+  POSIX file with appends and locks: on an object-store mount (s3fs, gcsfuse, mountpoint-s3)
+  pass `--journal PATH` on an ordinary (ideally shared) filesystem.
+
+Object-store URIs (`s3://`, `gs://`, ...) are recognised as shared (`classify_storage`), but the
+runner keeps its experiment folder as a local path, so `check_storage_arg` refuses them with the
+fix (mount the bucket, or use a shared filesystem). See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweep.config import ConfigError
+
+if TYPE_CHECKING:
+    from sweep.config import SweepConfig
+
+# fstype as /proc/mounts spells it; every node mounting the same export sees the same files
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
+    "fuse.glusterfs", "ceph", "fuse.ceph-fuse", "panfs", "wekafs", "orangefs", "pvfs2", "afs",
+    "ocfs2", "gfs2", "quobyte", "fuse.quobyte", "fuse.juicefs", "fuse.sshfs", "fuse.lizardfs",
+    "fuse.mfs", "fuse.moosefs", "davfs", "fuse.davfs",
+})
+# object stores mounted as a filesystem: shared, but without reliable appends or locks
+OBJECT_STORE_MOUNTS = frozenset({
+    "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3", "fuse.goofys", "fuse.rclone",
+    "fuse.blobfuse", "fuse.blobfuse2",
+})
+URI_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+PROBE_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 5.0
+PROBE_PREFIX = ".sweep-probe-"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Cluster-related command-line choices (`--shared-storage`, `--journal`)."""
+
+    shared_storage: bool = False  # the user asserts every node sees --storage at the same path
+    journal: str | None = None  # Optuna journal file; None: <storage>/<name>/optuna-journal.log
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    kind: str  # "uri" | "network" | "object-mount" | "local"
+    fstype: str  # filesystem type from /proc/mounts, or the URI scheme
+    mount: str  # mount point holding the path ("" for a URI)
+
+    @property
+    def shared(self) -> bool:
+        return self.kind != "local"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    ip: str
+    cpus: float
+    gpus: float
+
+    @property
+    def runs_trials(self) -> bool:
+        return self.cpus > 0 or self.gpus > 0
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    address: str
+    nodes: tuple[NodeInfo, ...]  # alive nodes
+    driver_node_id: str
+
+    @property
+    def cpus(self) -> float:
+        return sum(n.cpus for n in self.nodes)
+
+    @property
+    def gpus(self) -> float:
+        return sum(n.gpus for n in self.nodes)
+
+    @property
+    def trial_nodes(self) -> tuple[NodeInfo, ...]:
+        return tuple(n for n in self.nodes if n.runs_trials)
+
+    @property
+    def needs_shared_storage(self) -> bool:
+        """True when a trial may run on a node other than the driver's."""
+        return {n.node_id for n in self.trial_nodes} != {self.driver_node_id}
+
+
+# ---------------------------------------------------------------------------- connection
+def resolve_address(address: str | None) -> str | None:
+    """The cluster to join: --address, else RAY_ADDRESS, else None (a local Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast (ConfigError) when nothing listens at HEAD:PORT: ray.init would retry for
+    minutes. `auto`, `local` and `ray://` addresses are left to Ray."""
+    where = resolve_address(address)
+    if where is None or where in ("auto", "local") or "://" in where:
+        return
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address '{where}' is not HEAD:PORT; pass --address (or "
+                          "RAY_ADDRESS) as `ray start --head` printed it, e.g. 10.0.0.1:6379")
+    hosts = [host]
+    if host in ("localhost", "127.0.0.1", "::1"):  # Ray itself dials this node's own IP
+        from ray._private.services import get_node_ip_address
+
+        hosts.append(get_node_ip_address())
+    problem: OSError | None = None
+    for h in hosts:
+        try:
+            socket.create_connection((h, int(port)), timeout=timeout_s).close()
+            return
+        except OSError as err:
+            problem = err
+    raise ConfigError(
+        f"cannot reach the Ray cluster at '{where}' ({problem}); check the address (head:port, "
+        "as `ray start --head` printed it), that the head is running and that its port is open "
+        "from this machine, or leave --address and RAY_ADDRESS out for a local Ray")
+
+
+def prepare_connection(address: str | None) -> None:
+    """Before ray.init: fail fast on an address where nothing listens, and turn Ray's token
+    mode on for an explicit address when a token is at hand."""
+    check_reachable(address)
+    if resolve_address(address) is None or "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def connect_error(address: str | None, err: BaseException) -> ConfigError:
+    where = resolve_address(address)
+    if where is None:
+        return ConfigError(f"cannot start a local Ray ({err}); check `ray status` and free "
+                           "memory, or pass --address HEAD:PORT of a running cluster")
+    return ConfigError(
+        f"cannot reach the Ray cluster at '{where}' ({err}); check the address (head:port, as "
+        "`ray start --head` printed it) and that this machine has the cluster's token "
+        "(RAY_AUTH_TOKEN or ~/.ray/auth_token, see docs/cluster.md), or leave --address and "
+        "RAY_ADDRESS out for a local Ray"
+    )
+
+
+def cluster_info() -> ClusterInfo:
+    """The alive nodes of the Ray cluster this process is connected to."""
+    import ray
+
+    nodes = tuple(
+        NodeInfo(n["NodeID"], n.get("NodeManagerAddress", "?"),
+                 float(n.get("Resources", {}).get("CPU", 0.0)),
+                 float(n.get("Resources", {}).get("GPU", 0.0)))
+        for n in ray.nodes() if n.get("Alive")
+    )
+    ctx = ray.get_runtime_context()
+    return ClusterInfo(address=str(getattr(ctx, "gcs_address", "") or ""), nodes=nodes,
+                       driver_node_id=ctx.get_node_id())
+
+
+def describe(info: ClusterInfo) -> str:
+    n = len(info.nodes)
+    hosts = ", ".join(sorted({node.ip for node in info.nodes}))
+    line = (f"[sweep] Ray at {info.address or 'local'}: {n} node{'s' if n != 1 else ''} "
+            f"({hosts}), {info.cpus:g} CPUs, {info.gpus:g} GPUs")
+    return line if n == 1 else f"{line}; trials may run on {len(info.trial_nodes)} of them"
+
+
+# ---------------------------------------------------------------------------- storage
+def is_uri(storage: str | Path) -> bool:
+    return isinstance(storage, str) and URI_RE.match(storage) is not None
+
+
+def check_storage_arg(storage: str, journal: str | None = None) -> None:
+    """CLI-level checks of --storage / --journal before they become paths."""
+    if is_uri(storage):
+        scheme = URI_RE.match(storage).group(1)  # type: ignore[union-attr]
+        raise ConfigError(
+            f"--storage {storage}: object-store URIs ({scheme}://) are not supported yet (the "
+            "experiment folder and Optuna journal need a filesystem); mount the bucket on every "
+            "node (mountpoint-s3, gcsfuse) or use a shared filesystem path, see docs/cluster.md")
+    if journal is not None and is_uri(journal):
+        raise ConfigError(f"--journal {journal}: Optuna's journal must be a file path on a "
+                          "POSIX filesystem, not a URI; pass --journal /shared/path/journal.log")
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def read_mounts(text: str | None = None) -> list[tuple[str, str, str]]:
+    """(device, mount point, fstype) per line of /proc/mounts (or of `text`)."""
+    if text is None:
+        try:
+            text = Path("/proc/mounts").read_text()
+        except OSError:  # not Linux: we cannot tell, treat paths as local
+            return []
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            mounts.append((_unescape(parts[0]), _unescape(parts[1]), parts[2]))
+    return mounts
+
+
+def _fs_kind(device: str, fstype: str) -> tuple[str, str]:
+    if fstype == "fuse" and device in ("mountpoint-s3", "s3fs", "gcsfuse", "goofys",
+                                       "blobfuse2", "rclone"):
+        fstype = f"fuse.{device}"  # some FUSE mounts only name themselves in the device field
+    if fstype in OBJECT_STORE_MOUNTS:
+        return "object-mount", fstype
+    if fstype in NETWORK_FS:
+        return "network", fstype
+    return "local", fstype
+
+
+def classify_storage(storage: str | Path, mounts_text: str | None = None) -> StorageInfo:
+    """Where the results folder lives: an object-store URI, a network/object mount, or local."""
+    if is_uri(storage):
+        scheme = URI_RE.match(str(storage)).group(1).lower()  # type: ignore[union-attr]
+        return StorageInfo("uri", scheme, "")
+    path = Path(os.path.realpath(Path(storage).expanduser()))
+    best: tuple[str, str, str] | None = None
+    for device, mount, fstype in read_mounts(mounts_text):
+        inside = path == Path(mount) or Path(mount) in path.parents
+        if inside and (best is None or len(mount) >= len(best[1])):
+            best = (device, mount, fstype)  # the last, deepest mount wins (over-mounts)
+    if best is None:
+        return StorageInfo("local", "unknown", "")
+    kind, fstype = _fs_kind(best[0], best[2])
+    return StorageInfo(kind, fstype, best[1])
+
+
+def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo,
+                   options: Options) -> None:
+    """Fail (ConfigError) when trials on other nodes could not write to `storage`."""
+    if not info.needs_shared_storage or where.shared or options.shared_storage:
+        return
+    n = len(info.trial_nodes)
+    runs = f"trials run on {n} nodes" if n > 1 else "trials run on other nodes than this one"
+    raise ConfigError(
+        f"storage '{storage}' is on this machine's local disk ({where.fstype} at "
+        f"{where.mount or '/'}), but the Ray cluster has {len(info.nodes)} nodes and {runs}, "
+        "and Ray (since 2.7) does not sync their results to the head; pass --storage "
+        "(STORAGE=) on a filesystem every node mounts at the same path (NFS, Lustre, ...), or "
+        "add --shared-storage if every node does see this path"
+    )
+
+
+def journal_path(options: Options, default: Path) -> str:
+    """The Optuna journal file: --journal if given, else inside the experiment folder."""
+    if options.journal:
+        return str(Path(options.journal).expanduser().resolve())
+    return str(default)
+
+
+def require_journal_ok(cfg: SweepConfig, where: StorageInfo, options: Options) -> None:
+    if where.kind == "object-mount" and cfg.optuna.trials_per_batch_size > 0 \
+            and not options.journal:
+        raise ConfigError(
+            f"the storage is an object-store mount ({where.fstype} at {where.mount}), where "
+            "Optuna's journal file cannot append or lock; pass --journal PATH on an ordinary "
+            "filesystem (shared, if the driver may move)")
+    if options.journal:
+        parent = Path(options.journal).expanduser().resolve().parent
+        probe = parent
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(f"--journal {options.journal}: cannot write in '{probe}'; pass a "
+                              "path in a folder you can write")
+
+
+# ---------------------------------------------------------------------------- node probe
+def _probe(marker: str, dataset: str, data_dir: str) -> dict[str, Any]:
+    """Runs on one node: does it see the storage and have the code and the data?"""
+    import ray
+
+    out: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id(),
+                           "hostname": socket.gethostname(),
+                           "sees_storage": os.path.exists(marker), "problem": ""}
+    from trainables.data import DataUnavailable, check_available
+
+    try:
+        check_available(dataset, data_dir)
+    except DataUnavailable as err:
+        out["problem"] = str(err)
+    return out
+
+
+def probe_nodes(storage: Path, nodes: tuple[NodeInfo, ...], dataset: str, data_dir: str,
+                timeout_s: float = PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
+    """One zero-CPU task per node; ConfigError naming the first node that lacks something."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    marker.write_text("written by the sweep driver; every node must see this file\n")
+    remote = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    try:
+        refs = {
+            remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                n.node_id, soft=False)).remote(str(marker), dataset, data_dir): n
+            for n in nodes
+        }
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        answers = []
+        for ref in ready:
+            node = refs[ref]
+            try:
+                answer = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - the task's failure is the finding
+                first = str(err).strip().splitlines()[-1][:200]
+                raise ConfigError(
+                    f"node {node.ip} ({node.node_id[:8]}) cannot run this project's code "
+                    f"({first}); install the same project and Python packages on every node "
+                    "(shared venv or container image), see docs/cluster.md") from None
+            if not answer["sees_storage"]:
+                raise ConfigError(
+                    f"node {answer['hostname']} ({node.ip}) does not see the storage folder "
+                    f"'{storage}' that this driver writes; mount the same shared filesystem "
+                    "at the same path on every node, or pass --storage on one that is")
+            if answer["problem"]:
+                raise ConfigError(f"node {answer['hostname']} ({node.ip}): {answer['problem']}")
+            answers.append(answer)
+        for ref in pending:
+            node = refs[ref]
+            ray.cancel(ref, force=True)
+            print(f"[sweep] warning: node {node.ip} ({node.node_id[:8]}) did not answer the "
+                  f"storage probe within {timeout_s:g} s; not checked", flush=True)
+        return answers
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- the hook
+def check_cluster(cfg: SweepConfig, storage: Path, options: Options) -> ClusterInfo:
+    """After ray.init, before any trial or file: print the cluster, check storage and nodes."""
+    info = cluster_info()
+    print(describe(info), flush=True)
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        print("[sweep] warning: this Ray runs without token authentication: anyone who can "
+              "reach its ports can run code on it; see docs/cluster.md (tokens)", flush=True)
+    where = classify_storage(storage)
+    require_shared(storage, where, info, options)
+    require_journal_ok(cfg, where, options)
+    if info.needs_shared_storage and info.trial_nodes:
+        reason = (f"{where.fstype} at {where.mount}" if where.shared
+                  else "declared by --shared-storage")
+        answers = probe_nodes(storage, info.trial_nodes, cfg.dataset, cfg.resolved_data_dir)
+        print(f"[sweep] storage {storage}: shared ({reason}); seen by {len(answers)} of "
+              f"{len(info.trial_nodes)} nodes, each has the code and the data set", flush=True)
+    return info

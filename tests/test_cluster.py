@@ -1,0 +1,257 @@
+"""Multi-node Ray: storage classification (fast) and a real two-node cluster on this machine.
+
+The integration tests start a head (`ray start --head --block`) and one worker
+(`ray start --address`) as separate process groups on loopback, each with one CPU and token
+authentication on (a fresh token, passed as RAY_AUTH_MODE=token + RAY_AUTH_TOKEN, exactly as
+docs/cluster.md tells users), then run `python -m sweep --address` against it. The cluster
+lives in its own --temp-dir, so a plain `ray.init()` elsewhere on this machine never joins it,
+and it is torn down by signalling only the processes started here (never `ray stop`, which
+would stop every Ray instance on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sweep.cluster import (
+    ClusterInfo,
+    NodeInfo,
+    Options,
+    StorageInfo,
+    check_reachable,
+    check_storage_arg,
+    classify_storage,
+    journal_path,
+    require_journal_ok,
+    require_shared,
+)
+from sweep.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "sweep" / "configs" / "smoke.yaml"
+RAY = Path(sys.executable).parent / "ray"
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw 0 0
+fs1:/export/home /shared nfs4 rw,vers=4.2 0 0
+/dev/sdb1 /shared/scratch xfs rw 0 0
+10.0.0.2@tcp:/lustre /lus lustre rw 0 0
+mountpoint-s3 /mnt/bucket fuse rw,nosuid 0 0
+fs1:/export/my\\040data /mnt/my\\040data nfs rw 0 0
+"""
+
+
+# ---------------------------------------------------------------------------- fast, no Ray
+@pytest.mark.parametrize("path, kind, fstype", [
+    ("/shared/alice/results", "network", "nfs4"),
+    ("/shared", "network", "nfs4"),
+    ("/shared/scratch/results", "local", "xfs"),  # a local disk mounted inside the NFS tree
+    ("/sharedx/results", "local", "ext4"),  # a prefix of the name is not a parent
+    ("/lus/proj/r", "network", "lustre"),
+    ("/tmp/results", "local", "tmpfs"),
+    ("/mnt/bucket/sweeps", "object-mount", "fuse.mountpoint-s3"),
+    ("/mnt/my data/r", "network", "nfs"),  # /proc/mounts escapes the space as \040
+])
+def test_storage_is_classified_by_the_deepest_mount_holding_it(path, kind, fstype):
+    where = classify_storage(path, MOUNTS)
+    assert (where.kind, where.fstype) == (kind, fstype)
+    assert where.shared == (kind != "local")
+
+
+def test_object_store_uris_are_shared_but_refused_with_the_fix():
+    assert classify_storage("s3://bucket/sweeps") == StorageInfo("uri", "s3", "")
+    with pytest.raises(ConfigError, match="mount the bucket"):
+        check_storage_arg("gs://bucket/sweeps")
+    with pytest.raises(ConfigError, match="--journal"):
+        check_storage_arg("/shared/results", journal="s3://bucket/journal.log")
+    check_storage_arg("/shared/results", journal="/shared/journal.log")
+
+
+def _cluster(*cpus: float, driver: int = 0) -> ClusterInfo:
+    nodes = tuple(NodeInfo(f"n{i}", "10.0.0.1", c, 0.0) for i, c in enumerate(cpus))
+    return ClusterInfo("10.0.0.1:6379", nodes, driver_node_id=f"n{driver}")
+
+
+LOCAL = StorageInfo("local", "ext4", "/")
+
+
+def test_node_local_storage_fails_only_when_trials_can_leave_the_drivers_node():
+    require_shared(Path("/r"), LOCAL, _cluster(4), Options())  # one node: anything goes
+    require_shared(Path("/r"), LOCAL, _cluster(4, 0), Options())  # a node with no CPU or GPU
+    require_shared(Path("/r"), StorageInfo("network", "nfs", "/"), _cluster(1, 1), Options())
+    require_shared(Path("/r"), LOCAL, _cluster(1, 1), Options(shared_storage=True))
+    with pytest.raises(ConfigError, match=r"local disk .* 2 nodes .*--shared-storage"):
+        require_shared(Path("/r"), LOCAL, _cluster(1, 1), Options())
+    with pytest.raises(ConfigError, match="other nodes than this one"):
+        require_shared(Path("/r"), LOCAL, _cluster(0, 4), Options())  # head without CPUs
+
+
+def test_the_optuna_journal_moves_off_an_object_store_mount_only_when_asked(tmp_path):
+    cfg = load_config(SMOKE, ["optuna.trials_per_batch_size=4"])
+    bucket = StorageInfo("object-mount", "fuse.mountpoint-s3", "/mnt/bucket")
+    with pytest.raises(ConfigError, match="--journal PATH"):
+        require_journal_ok(cfg, bucket, Options())
+    require_journal_ok(load_config(SMOKE), bucket, Options())  # no Optuna phase, no journal
+    require_journal_ok(cfg, bucket, Options(journal=str(tmp_path / "j" / "journal.log")))
+    assert journal_path(Options(), tmp_path / "x.log") == str(tmp_path / "x.log")
+    assert journal_path(Options(journal=str(tmp_path / "j.log")), Path("/x")) == \
+        str(tmp_path / "j.log")
+
+
+def test_an_address_where_nothing_listens_fails_at_once_with_the_fix():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")
+        t0 = time.time()
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
+            with pytest.raises(ConfigError, match="cannot reach the Ray cluster at '127.0.0.1:"):
+                check_reachable(f"127.0.0.1:{closed.getsockname()[1]}")
+        assert time.time() - t0 < 15
+    with pytest.raises(ConfigError, match="not HEAD:PORT"):
+        check_reachable("10.0.0.1")
+    check_reachable("auto")  # left to Ray
+
+
+# ---------------------------------------------------------------------------- real cluster
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each `ray start --block` we started (it stops its node), then kill leftovers."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # our own process group (start_new_session)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A head and one worker, one CPU each, token auth on; yields (address, token, logs)."""
+    token = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    temp = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: Ray's socket paths are limited
+    logs = tmp_path_factory.mktemp("ray-logs")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus=1", "--num-gpus=0", "--block", "--disable-usage-stats",
+              f"--dashboard-agent-listen-port={_free_port()}"]
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str) -> None:
+        with open(logs / f"{name}.log", "w") as log:
+            procs.append(subprocess.Popen(
+                [str(RAY), "start", *args, *common], env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True))
+
+    try:
+        start("head", "--head", f"--port={port}", f"--temp-dir={temp}",
+              "--include-dashboard=false", f"--ray-client-server-port={_free_port()}")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            assert procs[0].poll() is None, (logs / "head.log").read_text()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        start("worker", f"--address={address}")
+        waiter = ("import ray, sys, time; ray.init(address=sys.argv[1]); t = time.time()\n"
+                  "while sum(n['Alive'] for n in ray.nodes()) < 2 and time.time() - t < 60:\n"
+                  "    time.sleep(0.5)\n"
+                  "print(sum(n['Alive'] for n in ray.nodes()))")
+        out = subprocess.run([sys.executable, "-c", waiter, address], env=env, text=True,
+                             capture_output=True, timeout=120)
+        assert out.stdout.strip() == "2", (out.stderr[-2000:],
+                                           (logs / "worker.log").read_text()[-2000:])
+        yield address, token, logs
+    finally:
+        _stop(procs)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _sweep(address: str, token: str, storage: Path, *extra: str,
+           auth_mode: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env["RAY_AUTH_TOKEN"] = token  # RAY_AUTH_MODE is left to the sweep unless given
+    if auth_mode:
+        env["RAY_AUTH_MODE"] = auth_mode
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", "--config", str(SMOKE), "--address", address,
+         "--storage", str(storage), "--no-report", *extra],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_node_local_storage_on_two_nodes_fails_before_any_trial(ray_cluster, tmp_path):
+    address, token, _ = ray_cluster
+    out = _sweep(address, token, tmp_path / "local", auth_mode="token")
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: storage ") and "local disk" in last, last
+    assert "2 nodes" in last and "--shared-storage" in last and "NFS" in last
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "local" / "smoke").exists()  # nothing written, no trial started
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_smoke_sweep_spreads_over_both_nodes_and_the_analysis_reads_it(ray_cluster, tmp_path):
+    address, token, logs = ray_cluster
+    storage = tmp_path / "shared"
+    # no RAY_AUTH_MODE here: the sweep must switch token mode on itself for --address
+    out = _sweep(address, token, storage, "--shared-storage")
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "2 nodes" in out.stdout and "0 GPUs" in out.stdout
+    assert "seen by 2 of 2 nodes" in out.stdout
+
+    exp = storage / "smoke"
+    trials = sorted(p.parent for p in exp.glob("*/params.json"))
+    assert len(trials) == 12  # 2 batch sizes x 3 lrs x 2 warmups, all in the shared folder
+    rows = [json.loads(line) for t in trials
+            for line in (t / "result.json").read_text().splitlines()]
+    assert len(rows) == 24  # 2 epochs each
+    nodes = {r["node_id"] for r in rows}
+    assert len(nodes) == 2, nodes  # trials ran on both nodes
+    assert all(r["hostname"] == socket.gethostname() for r in rows)
+    assert not list(storage.glob(".sweep-probe-*"))  # the probe cleans up
+
+    report = tmp_path / "report"
+    fit = subprocess.run(
+        [sys.executable, "-m", "analysis.fit_rule", "--results", str(exp), "--out", str(report),
+         "--n-boot", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    best = json.loads((report / "fit.json").read_text())["best_lr"]
+    assert {b["batch_size"] for b in best} == {8, 32}
