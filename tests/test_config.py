@@ -23,8 +23,9 @@ def test_default_config_is_the_article_experiment():
 
 
 def test_set_takes_dotted_keys_and_yaml_values():
-    cfg = load_config(DEFAULT, ["grid.base_lr=0.002", "batch_sizes=[8,16]", "epochs=3",
-                                "optuna.sampler=qmc"])
+    cfg = load_config(
+        DEFAULT, ["grid.base_lr=0.002", "batch_sizes=[8,16]", "epochs=3", "optuna.sampler=qmc"]
+    )
     assert cfg.grid.base_lr == 0.002 and cfg.batch_sizes == [8, 16] and cfg.epochs == 3
     assert cfg.optuna.sampler == "qmc"
 
@@ -57,8 +58,10 @@ BAD_INPUTS = [
     (["--set", "optuna.sampler=cmaes"], "unknown optuna.sampler 'cmaes'"),
     (["--set", "optuna.trails_per_batch_size=3"], "did you mean 'optuna.trials_per_batch_size'"),
     (["--config", "/nonexistent.yaml"], "does not exist"),
-    (["--set", "dataset=fashion_mnist", "--set", "data_dir=/nonexistent-data"],
-     "python -m trainables.data fetch fashion_mnist"),
+    (
+        ["--set", "dataset=fashion_mnist", "--set", "data_dir=/nonexistent-data"],
+        "python -m trainables.data fetch fashion_mnist",
+    ),
 ]
 
 
@@ -98,8 +101,11 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
 
 
 def test_the_cli_prints_no_traceback_for_bad_input():
-    out = subprocess.run([sys.executable, "-m", "sweep", "--config", DEFAULT, "--set",
-                          "lr_multipliers=[1]"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "--config", DEFAULT, "--set", "lr_multipliers=[1]"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error: unknown config key 'lr_multipliers'")

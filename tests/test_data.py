@@ -26,7 +26,11 @@ def test_mnist5k_is_4000_train_1000_val_real_digits_cached_as_npy(tmp_path):
     assert len(data.y_val.unique()) == 10
     assert abs(float(data.x_train.mean())) < 0.2  # normalised
     assert {p.name for p in (tmp_path / "mnist5k").glob("*.npy")} == {
-        "x_train.npy", "y_train.npy", "x_val.npy", "y_val.npy"}
+        "x_train.npy",
+        "y_train.npy",
+        "x_val.npy",
+        "y_val.npy",
+    }
     again = get_loader("mnist5k")(tmp_path)  # second load reads the cache
     assert torch.equal(again.y_val, data.y_val)
 
@@ -70,7 +74,10 @@ def test_unknown_dataset_lists_the_choices():
 
 
 def test_fetch_command_prepares_the_bundled_digits(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "trainables.data", "fetch", "mnist5k",
-                          "--data-dir", str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "trainables.data", "fetch", "mnist5k", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and "ready" in out.stdout
     assert (tmp_path / "mnist5k" / "x_train.npy").is_file()

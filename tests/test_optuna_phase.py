@@ -26,8 +26,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def run_sweep(storage: Path, name: str, *sets: str) -> str:
-    args = [sys.executable, "-m", "sweep", "--config", str(QUADRATIC), "--storage",
-            str(storage), "--name", name, "--no-report"]
+    args = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "--config",
+        str(QUADRATIC),
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--no-report",
+    ]
     for s in sets:
         args += ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=400)
@@ -45,8 +55,10 @@ def trials(exp: Path) -> list[tuple[dict, list[dict]]]:
 
 def studies(exp: Path) -> dict[str, optuna.Study]:
     storage = JournalStorage(JournalFileBackend(str(exp / "optuna-journal.log")))
-    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
-            for s in optuna.get_all_study_summaries(storage)}
+    return {
+        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+        for s in optuna.get_all_study_summaries(storage)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +117,14 @@ def test_confirmation_reruns_the_best_lr_with_new_seeds(searched):
 
 
 def test_a_range_that_misses_the_optimum_is_widened_until_it_holds_it(storage, searched):
-    out = run_sweep(storage, "narrow", "batch_sizes=[16]", "optuna.lr_range_decades=0.5",
-                    "optuna.trials_per_batch_size=8", "confirm.top_k=0")
+    out = run_sweep(
+        storage,
+        "narrow",
+        "batch_sizes=[16]",
+        "optuna.lr_range_decades=0.5",
+        "optuna.trials_per_batch_size=8",
+        "confirm.top_k=0",
+    )
     assert "widened to" in out and "upper edge" in out
     found = studies(storage / "narrow")
     widest = max(found.values(), key=lambda s: len(s.trials))
@@ -125,7 +143,9 @@ def test_the_same_seed_gives_the_same_plan_and_another_seed_does_not(tmp_path):
     c = build_plan(load_config(QUADRATIC, ["seed=8"]), tmp_path)
     assert a.grid == b.grid
     assert [s.sampler_seed for s in a.studies.values()] == [
-        s.sampler_seed for s in b.studies.values()]
+        s.sampler_seed for s in b.studies.values()
+    ]
     assert [s.sampler_seed for s in a.studies.values()] != [
-        s.sampler_seed for s in c.studies.values()]
+        s.sampler_seed for s in c.studies.values()
+    ]
     assert {t["seed"] for t in a.grid} == {7} and a.confirm_seeds == [8]

@@ -22,7 +22,10 @@ def smoke_sweep(tmp_path_factory) -> tuple[Path, str]:
     storage = tmp_path_factory.mktemp("results")
     out = subprocess.run(
         [sys.executable, "-m", "sweep", "--config", str(SMOKE), "--storage", str(storage)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return storage / "smoke", out.stdout
@@ -39,13 +42,34 @@ def test_every_grid_trial_ran_once_with_the_contract_keys(smoke_sweep):
     configs = [json.loads((t / "params.json").read_text()) for t in trials]
     assert len({(c["batch_size"], c["lr"], c["warmup_epochs"]) for c in configs}) == 12
     for c in configs:
-        assert {"batch_size", "lr", "warmup_epochs", "seed", "epochs", "dataset", "model",
-                "optimizer", "momentum", "weight_decay", "phase"} <= set(c)
+        assert {
+            "batch_size",
+            "lr",
+            "warmup_epochs",
+            "seed",
+            "epochs",
+            "dataset",
+            "model",
+            "optimizer",
+            "momentum",
+            "weight_decay",
+            "phase",
+        } <= set(c)
         assert c["phase"] == "grid"
     rows = [json.loads(line) for line in (trials[0] / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("examples_seen", "step", "train_loss", "val_loss", "val_acc", "lr_now",
-                "diverged", "timesteps_total", "node_id", "hostname"):
+    for key in (
+        "examples_seen",
+        "step",
+        "train_loss",
+        "val_loss",
+        "val_acc",
+        "lr_now",
+        "diverged",
+        "timesteps_total",
+        "node_id",
+        "hostname",
+    ):
         assert key in rows[-1]
     assert rows[-1]["timesteps_total"] == rows[-1]["examples_seen"]
     assert "[sweep 12/12]" in stdout  # progress: trials done of total
@@ -68,8 +92,12 @@ def test_tensorboard_event_files_hold_every_trials_curves_against_examples_seen(
         acc = EventAccumulator(str(trial))
         acc.Reload()
         tags = acc.Tags()["scalars"]
-        for tag in ("ray/tune/train_loss", "ray/tune/val_loss", "ray/tune/val_acc",
-                    "ray/tune/lr_now"):
+        for tag in (
+            "ray/tune/train_loss",
+            "ray/tune/val_loss",
+            "ray/tune/val_acc",
+            "ray/tune/lr_now",
+        ):
             assert tag in tags
         steps = [e.step for e in acc.Scalars("ray/tune/val_loss")]
         result = (trial / "result.json").read_text().splitlines()
@@ -87,8 +115,17 @@ def test_tensorboard_server_serves_every_trial(smoke_sweep):
     exp, _ = smoke_sweep
     port = _free_port()
     tb = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(exp), "--host",
-         "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).parent / "tensorboard"),
+            "--logdir",
+            str(exp),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         runs: dict = {}

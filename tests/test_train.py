@@ -19,8 +19,7 @@ def data() -> TensorData:
 
 
 def cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"batch_size": 32, "lr": 0.05, "epochs": 2, "dataset": "synthetic",
-                          **kw})
+    return TrainConfig(**{"batch_size": 32, "lr": 0.05, "epochs": 2, "dataset": "synthetic", **kw})
 
 
 def final_weights(c: TrainConfig, data: TensorData) -> torch.Tensor:

@@ -54,6 +54,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
         "node_id": ray.get_runtime_context().get_node_id(),
         "hostname": socket.gethostname(),
     }
+    _maybe_inject_fault(cfg.fault_kill_at_epoch, None, resume is not None)
     for epoch in train(cfg, data, resume):
         with tempfile.TemporaryDirectory() as folder:
             torch.save(epoch.state, Path(folder) / STATE_FILE)
@@ -64,7 +65,11 @@ def tune_trainable(config: dict[str, Any]) -> None:
         _maybe_inject_fault(cfg.fault_kill_at_epoch, epoch.metrics.epoch, resume is not None)
 
 
-def _maybe_inject_fault(kill_at_epoch: int, epoch: int, resumed: bool) -> None:
-    """Tests only: the worker process dies (SIGKILL) once, right after `kill_at_epoch`."""
-    if kill_at_epoch and epoch == kill_at_epoch and not resumed:
+def _maybe_inject_fault(setting: int, epoch: int | None, resumed: bool) -> None:
+    """Tests only (set through $SWEEP_INJECT_FAULT). k > 0: the worker process dies (SIGKILL)
+    once, right after reporting epoch k. k < 0: it dies after epoch |k| and again at the start
+    of every retry, so the trial ends failed."""
+    die_after = not resumed and epoch == abs(setting)
+    die_on_retry = setting < 0 and resumed and epoch is None
+    if setting and (die_after or die_on_retry):
         os.kill(os.getpid(), signal.SIGKILL)
