@@ -1,10 +1,16 @@
-# Short aliases; see README.md. Variables: CONFIG=, NAME=, STORAGE=, ADDRESS=, ARGS=
+# Short aliases; see README.md. Variables: CONFIG=, NAME=, STORAGE=, ADDRESS=, SHARED=1,
+# JOURNAL=, HOST=, ARGS=
 PY      := .venv/bin/python
 CONFIG  ?= sweep/configs/default.yaml
 STORAGE ?= results
 NAME    ?=
 ADDRESS ?=
-SWEEP_ARGS = --config $(CONFIG) --storage $(STORAGE) $(if $(NAME),--name $(NAME)) $(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
+HOST    ?= 127.0.0.1
+EXP      = $(STORAGE)/$(or $(NAME),default)
+SWEEP_ARGS = --config $(CONFIG) --storage $(STORAGE) $(if $(NAME),--name $(NAME)) \
+	$(if $(ADDRESS),--address $(ADDRESS)) $(if $(SHARED),--shared-storage) \
+	$(if $(JOURNAL),--journal $(JOURNAL)) $(ARGS)
+WARN_HOST = @if [ "$(HOST)" != "127.0.0.1" ]; then echo "warning: serving on $(HOST): anyone who can reach this machine can read (and, for optuna-dashboard, change) it"; fi
 
 .PHONY: sweep test tensorboard report optuna-dashboard bench lint clean
 
@@ -15,16 +21,19 @@ test: .venv/.installed  ## the test suite (CPU, about 5 minutes on 2 cores)
 	$(PY) -m pytest -q
 
 tensorboard: .venv/.installed  ## live curves of every trial, on 127.0.0.1:6006
-	.venv/bin/tensorboard --logdir $(STORAGE) --host 127.0.0.1 --port 6006
+	$(WARN_HOST)
+	.venv/bin/tensorboard --logdir $(STORAGE) --host $(HOST) --port 6006
 
 report: .venv/.installed  ## (re)write the scaling-law report of $(STORAGE)/$(NAME or default)
-	$(PY) -m analysis.fit_rule --results $(STORAGE)/$(or $(NAME),default)
+	$(PY) -m analysis.fit_rule --results $(EXP)
 
 optuna-dashboard: .venv/.installed  ## the Optuna studies of a sweep, on 127.0.0.1:8080
-	.venv/bin/optuna-dashboard --host 127.0.0.1 --port 8080 $(STORAGE)/$(or $(NAME),default)/optuna-journal.log
+	$(WARN_HOST)
+	.venv/bin/optuna-dashboard --host $(HOST) --port 8080 $(or $(JOURNAL),$(EXP)/optuna-journal.log)
 
 bench: .venv/.installed  ## samples/s and sweep wall time against a tutorial-style baseline
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench_analysis.py
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

@@ -41,7 +41,7 @@ from scipy.special import stdtrit
 SIGMA_FLOOR = 0.01  # decades: no best lr is known better than ~2%
 SIGMA_UNKNOWN = 0.05  # decades, when the best-lr table has no CI (n_boot = 0)
 MIN_POINTS = 3
-MAX_CI_WIDTH = 1.0  # alpha CI width: half-width at most the 0.5 gap between the rules
+MAX_CI_WIDTH = 0.5  # alpha CI width: half-width at most the 0.5 gap between the rules
 AIC_MARGIN = 4.0  # an extra parameter must buy at least this much AIC
 LINEAR_SLOPE = 0.8  # the saturating rule is "linear" while its log-log slope is >= this
 MODEL_K = {"linear": 1, "sqrt": 1, "power": 2, "saturating": 2}

@@ -100,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\n[sweep] interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    report = ""
     if not args.no_report:
-        write_report(exp_dir, cfg.metric)
-    print(f"\nresults:     {exp_dir}\n"
-          f"report:      {exp_dir / 'report' / 'report.md'} (and report.html)\n"
+        ok = write_report(exp_dir, cfg.metric) == 0
+        report = (f"report:      {exp_dir / 'report' / 'report.md'} (and report.html)\n"
+                  if ok else "report:      not written (see the error above)\n")
+    print(f"\nresults:     {exp_dir}\n{report}"
           f"tensorboard: make tensorboard STORAGE={args.storage}  "
           f"(or: tensorboard --logdir {exp_dir} --host 127.0.0.1)")
     return 0
