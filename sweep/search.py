@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 LR, WARMUP = "lr", "warmup_epochs"
+MAX_BRACKETS = 2  # extra trials per study to bracket a best lr that sits at a feasible edge
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StudyState:
     name: str
     asked: int = 0
     widenings: int = 0
+    brackets: int = 0  # extra trials placed to bracket the best lr
     confirm_built: bool = False
 
 
@@ -157,7 +159,7 @@ class PhasedSearcher(Searcher):
             self._tell_grid(done)
         elif live.phase == "optuna":
             self._tell_optuna(live, done)
-            self._maybe_widen(c["batch_size"])
+            self._maybe_widen(c["batch_size"]) or self._maybe_bracket(c["batch_size"])
         self._print_progress(done, result)
 
     def get_state(self) -> dict[str, Any]:
@@ -352,19 +354,52 @@ class PhasedSearcher(Searcher):
             self._studies[name] = optuna.load_study(study_name=name, storage=self._storage())
         return self._studies[name]
 
-    def _maybe_widen(self, batch_size: int) -> None:
+    def _maybe_bracket(self, batch_size: int) -> None:
+        """When a study's budget is spent and its best lr has no feasible trial on one side
+        (typically just below the divergence edge), add one trial at the geometric midpoint
+        of the gap, at most MAX_BRACKETS times: the analysis needs the optimum bracketed."""
+        st = self.plan.studies[batch_size]
+        if st.asked < st.budget or st.brackets >= MAX_BRACKETS:
+            return
+        ranked = self._ranked(batch_size)
+        if not ranked:
+            return
+        best = ranked[0]
+        tried = [d for d in self.state.done if d.batch_size == batch_size
+                 and d.phase in ("grid", "optuna") and not d.failed]
+        feasible = [d.lr for d in tried if math.isfinite(d.value)]
+        infeasible = [d.lr for d in tried if not math.isfinite(d.value)]
+        target = None
+        if not [lr for lr in feasible if lr > best.lr]:
+            above = min([lr for lr in infeasible if lr > best.lr], default=10**st.log10_hi)
+            target = math.sqrt(best.lr * above)
+        elif not [lr for lr in feasible if lr < best.lr]:
+            below = max([lr for lr in infeasible if lr < best.lr], default=10**st.log10_lo)
+            target = math.sqrt(best.lr * below)
+        if target is None or abs(math.log10(target / best.lr)) < 0.02:
+            return
+        st.brackets += 1
+        st.budget += 1
+        self._study(st).enqueue_trial({LR: target, WARMUP: best.warmup},
+                                      user_attrs={"bracket": True})
+        msg = (f"[optuna] B={batch_size}: best lr {best.lr:.3g} has no feasible trial on one "
+               f"side; added a trial at {target:.3g} to bracket it")
+        self.state.notes.append(msg)
+        print(msg, flush=True)
+
+    def _maybe_widen(self, batch_size: int) -> bool:
         st = self.plan.studies[batch_size]
         n_optuna = sum(1 for d in self.state.done
                        if d.phase == "optuna" and d.batch_size == batch_size)
         ranked = self._ranked(batch_size)
         if st.widenings >= self.plan.max_widenings or not ranked or n_optuna < max(
                 3, st.budget // 3):
-            return
+            return False
         step = (st.log10_hi - st.log10_lo) / max(st.budget, 1)
         best = math.log10(ranked[0].lr)
         up, down = best > st.log10_hi - step, best < st.log10_lo + step
         if not (up or down):
-            return
+            return False
         old = (st.log10_lo, st.log10_hi)
         st.log10_hi += self.plan.widen_decades if up else 0.0
         st.log10_lo -= self.plan.widen_decades if down else 0.0
@@ -385,6 +420,7 @@ class PhasedSearcher(Searcher):
                f"trials (widening {st.widenings}/{self.plan.max_widenings})")
         self.state.notes.append(msg)
         print(msg, flush=True)
+        return True
 
     # ------------------------------------------------------------------ output
     def _print_progress(self, done: Done, result: dict | None) -> None:

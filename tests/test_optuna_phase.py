@@ -92,13 +92,13 @@ def test_one_study_per_batch_size_seeded_with_the_grid_which_is_not_rerun(search
     all_trials = trials(exp)
     grid = {(c["batch_size"], c["lr"]) for c, _ in all_trials if c["phase"] == "grid"}
     optuna_runs = [(c["batch_size"], c["lr"]) for c, _ in all_trials if c["phase"] == "optuna"]
-    assert len(grid) == 3 and len(optuna_runs) == 3 * 14
+    assert len(grid) == 3 and 3 * 14 <= len(optuna_runs) <= 3 * 16  # + bracketing trials
     assert not grid & set(optuna_runs)
     found = studies(exp)
     assert len(found) == 3 and all(name.startswith("search-") for name in found)
     for name, study in found.items():
         phases = [t.user_attrs.get("phase") for t in study.trials]
-        assert phases.count("grid") == 1 and phases.count("optuna") == 14, name
+        assert phases.count("grid") == 1 and 14 <= phases.count("optuna") <= 16, name
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
@@ -113,7 +113,8 @@ def test_confirmation_reruns_the_best_lr_with_new_seeds(searched):
             ranked[c["batch_size"]].append((rows[-1]["val_loss"], c["lr"]))
     for c in confirm:
         assert c["lr"] == min(ranked[c["batch_size"]])[1]
-    assert "[sweep 48/48]" in stdout
+    n = 3 + 3 + 3 * 14 + stdout.count("to bracket it")
+    assert f"[sweep {n}/{n}]" in stdout
 
 
 def test_a_range_that_misses_the_optimum_is_widened_until_it_holds_it(storage, searched):
