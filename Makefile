@@ -12,7 +12,7 @@ SWEEP_ARGS = --config $(CONFIG) --storage $(STORAGE) $(if $(NAME),--name $(NAME)
 	$(if $(JOURNAL),--journal $(JOURNAL)) $(ARGS)
 WARN_HOST = @if [ "$(HOST)" != "127.0.0.1" ]; then echo "warning: serving on $(HOST): anyone who can reach this machine can read (and, for optuna-dashboard, change) it"; fi
 
-.PHONY: sweep test tensorboard report optuna-dashboard bench lint clean
+.PHONY: sweep test tensorboard report optuna-dashboard bench compare lint clean
 
 sweep: .venv/.installed  ## run the sweep (resumes an unfinished one), then write the report
 	$(PY) -m sweep $(SWEEP_ARGS)
@@ -34,6 +34,12 @@ optuna-dashboard: .venv/.installed  ## the Optuna studies of a sweep, on 127.0.0
 bench: .venv/.installed  ## samples/s and sweep wall time against a tutorial-style baseline
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/bench_analysis.py
+
+COMPARE_SET ?= --set optuna.trials_per_batch_size=5 --set confirm.top_k=1 --set confirm.seeds=2
+compare: .venv/.installed  ## SGD and Adam on the same data and model, one report (~12 min, 2 cores)
+	$(PY) -m sweep --config sweep/configs/default.yaml --name compare-sgd --storage $(STORAGE) --no-report $(COMPARE_SET) $(ARGS)
+	$(PY) -m sweep --config sweep/configs/adam.yaml --name compare-adam --storage $(STORAGE) --no-report $(COMPARE_SET) $(ARGS)
+	$(PY) -m analysis.compare_optimizers --results $(STORAGE)/compare-sgd $(STORAGE)/compare-adam --labels sgd adam --out $(STORAGE)/compare
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

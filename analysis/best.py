@@ -5,7 +5,10 @@ Definition (DESIGN.md, "The science"): at a fixed budget of epochs, the lr whose
 
 1. Feasible trials: finished (`done`) with a finite final metric. Diverged trials (or a
    non-finite metric) are infeasible: excluded, counted in `n_diverged`, and used for the
-   divergence edge `lr_div` = the smallest diverged lr above the best lr.
+   divergence edge `lr_div` = the smallest diverged lr above the best lr. For
+   `steps_to_target` (NOT_REACHED_METRICS) NaN means "never reached the target": such trials
+   are infeasible too but counted in `n_not_reached`, and a trial that reached the target
+   before it diverged is feasible (it did reach it, in that many steps).
 2. Seeds are averaged per configuration (B, lr, warmup_epochs). Warmup is a nuisance parameter:
    at every lr the best warmup's seed mean is used (a profile over warmup).
 3. Around the best lr on that profile, a parabola in log10 lr is fitted (weighted by the number
@@ -41,6 +44,7 @@ WINDOW_DECADES = 1.0  # the parabola uses tried lrs at most this far from the be
 MAX_DIP = 1.0  # the parabola's minimum may lie below the best tried value by at most this
 # times (median - best) of the values it was fitted to
 KEY_DECIMALS = 6  # lrs equal to 1e-6 decades (and warmups to 1e-6 epochs) are one value
+NOT_REACHED_METRICS = frozenset({"steps_to_target"})  # NaN = target never reached (not diverged)
 
 BEST_COLUMNS = [
     "batch_size",
@@ -65,6 +69,7 @@ BEST_COLUMNS = [
     "fit_a0",
     "fit_x_lo",
     "fit_x_hi",
+    "n_not_reached",
 ]
 
 
@@ -77,7 +82,11 @@ def add_feasible(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Finished trials with a `feasible` column: done and a finite final metric."""
     fin = finished_trials(trials).copy()
     values = pd.to_numeric(fin[metric], errors="coerce").astype(float)
-    fin["feasible"] = (fin["status"] == "done") & np.isfinite(values.to_numpy())
+    finite = np.isfinite(values.to_numpy())
+    if metric in NOT_REACHED_METRICS:
+        fin["feasible"] = finite
+    else:
+        fin["feasible"] = (fin["status"] == "done") & finite
     fin[metric] = values
     return fin
 
@@ -210,10 +219,14 @@ def _one_batch(
 ) -> dict:
     feas = group[group["feasible"]]
     diverged = group[~group["feasible"]]
+    n_infeasible = len(diverged)
+    if metric in NOT_REACHED_METRICS:
+        diverged = diverged[diverged["status"] == "diverged"]
     row: dict = {
         "batch_size": int(group["batch_size"].iloc[0]),
         "n_trials": len(group),
         "n_diverged": len(diverged),
+        "n_not_reached": n_infeasible - len(diverged),
         "n_feasible": len(feas),
         "n_lrs": 0,
         "lr_feasible_max": float(feas["lr"].max()) if len(feas) else None,

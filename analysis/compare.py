@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.best import add_feasible, estimate_best_lr, maximize_metric
+from analysis.best import NOT_REACHED_METRICS, add_feasible, estimate_best_lr, maximize_metric
 
 RULE_TOL = 0.02  # decades (~5%): a tried lr this close counts as the rule's lr
 COINCIDE_TOL = 0.02  # accuracy: learning curves whose final values lie within this coincide
@@ -79,9 +79,14 @@ def lr_profile(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     means["score"] = sign * means[metric]
     prof = means.loc[means.groupby(["batch_size", "lr_key"])["score"].idxmin()]
     prof = prof[["batch_size", "lr_key", metric]].rename(columns={metric: "value"})
-    tried = fin.groupby(["batch_size", "lr_key"]).size().rename("n").reset_index()
+    fin["is_div"] = fin["status"] == "diverged"
+    tried = (fin.groupby(["batch_size", "lr_key"])
+             .agg(n=("is_div", "size"), all_div=("is_div", "all")).reset_index())
     out = tried.merge(prof, on=["batch_size", "lr_key"], how="left")
     out["diverged"] = out["value"].isna()
+    if metric in NOT_REACHED_METRICS:  # NaN: never reached the target; diverged only if it did
+        out["diverged"] &= out["all_div"]
+    out = out.drop(columns="all_div")
     return out.sort_values(["batch_size", "lr_key"]).reset_index(drop=True)
 
 
@@ -91,17 +96,22 @@ def metric_at(profile_b: pd.DataFrame, lr: float) -> tuple[float | None, str]:
     keys = profile_b["lr_key"].to_numpy()
     div = profile_b["diverged"].to_numpy()
     vals = profile_b["value"].to_numpy(dtype=float)
+    has = np.isfinite(vals)
     near = np.abs(keys - x) <= RULE_TOL
-    if near.any() and (~div[near]).any():
-        return float(np.mean(vals[near & ~div])), "tried"
+    if near.any() and has[near].any():
+        return float(np.mean(vals[near & has])), "tried"
     if (div & (keys <= x + RULE_TOL)).any():
         return None, "diverged"
+    if near.any():  # tried, neither finite nor diverged: a target never reached
+        return None, "not reached"
     below, above = keys < x, keys > x
     if not below.any() or not above.any():
         return None, "not tried"
     i, j = np.flatnonzero(below)[-1], np.flatnonzero(above)[0]
     if div[j]:
         return None, "not tried"
+    if not (has[i] and has[j]):
+        return None, "not reached"
     t = (x - keys[i]) / (keys[j] - keys[i])
     return float(vals[i] + t * (vals[j] - vals[i])), "interp."
 

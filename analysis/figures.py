@@ -5,8 +5,9 @@
 
 Every figure is checked by eye on the synthetic scenarios (`python -m analysis.synthetic`) and
 on the default sweep's results: metric against lr per batch size (with the parabola and the
-CI of the best lr), best lr against batch size (rule fits, divergence edge), the Goyal-style
-rule table, the warmup comparison and the article experiment's learning curves.
+CI of the best lr), best lr against batch size (rule fits, divergence edge, measured noise
+scale), the Goyal-style rule table, the warmup comparison, the article experiment's learning
+curves and, when the trials had a target, steps-to-target against batch size with its regimes.
 """
 
 from __future__ import annotations
@@ -33,8 +34,17 @@ from analysis.best import add_feasible
 from analysis.compare import COINCIDE_TOL, RULES
 from analysis.fit import RuleFits
 from analysis.pipeline import Analysis
+from analysis.steps import REGIMES, StepsCurve
 
-FIGURES = ("metric_vs_lr", "best_lr_vs_batch", "rule_table", "warmup", "learning_curves")
+FIGURES = (
+    "metric_vs_lr",
+    "best_lr_vs_batch",
+    "rule_table",
+    "warmup",
+    "learning_curves",
+    "steps_to_target",
+)
+REGIME_COLORS = dict(zip(REGIMES, ("C2", "C1", "0.6"), strict=True))
 DPI = 110
 RULE_STYLE = {
     "linear": ("C0", "o"),
@@ -233,6 +243,15 @@ def fig_best_lr(a: Analysis, path: Path) -> None:
         )
         if f.b_noise is not None and bs.min() / 2 <= f.b_noise <= bs.max() * 2:
             ax.axvline(f.b_noise, color="C4", ls=":", lw=1)
+    if "constant" in f.intercepts:
+        ax.plot(b_line, f.lr_at("constant", b_line), "--", color="C5",
+                label="no lr change (alpha = 0) fit")
+    if f.surge is not None:
+        ax.plot(b_line, f.surge.lr_at(b_line), "-", color="C3", lw=2,
+                label="surge: parabola in log-log")
+        ax.axvline(f.surge.b_peak, color="C3", ls="-.", lw=1.2,
+                   label=f"surge peak at B = {f.surge.b_peak:.3g}")
+    _noise_marks(ax, a, bs)
     div = best[best["lr_div"].notna()]
     if len(div):
         ax.scatter(
@@ -251,6 +270,22 @@ def fig_best_lr(a: Analysis, path: Path) -> None:
     ax.set_title(f"Best lr against batch size: verdict {a.verdict.verdict}{model}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
+
+
+def _noise_marks(ax, a: Analysis, bs: np.ndarray) -> None:
+    """The measured noise scale B_simple: its median (line) and range over batch sizes."""
+    if a.noise is None or a.noise.median is None or not len(bs):
+        return
+    lo, hi = a.noise.range
+    shown = bs.min() / 4 <= a.noise.median <= bs.max() * 4
+    label = f"measured B_simple, median {a.noise.median:.3g} (range {lo:.3g} to {hi:.3g})"
+    if not shown:
+        side = "right" if a.noise.median > bs.max() else "left"
+        ax.text(0.99 if side == "right" else 0.01, 0.02, label + f" (off scale, {side})",
+                transform=ax.transAxes, ha=side, fontsize=8, color="C6")
+        return
+    ax.axvline(a.noise.median, color="C6", ls="--", lw=1.5, label=label)
+    ax.axvspan(max(lo, bs.min() / 4), min(hi, bs.max() * 4), color="C6", alpha=0.08, lw=0)
 
 
 def _clip_lr_axis(ax, best: pd.DataFrame) -> None:
@@ -452,6 +487,54 @@ def fig_learning_curves(a: Analysis, path: Path) -> None:
     fig.savefig(path, dpi=DPI)
 
 
+def fig_steps(a: Analysis, path: Path) -> None:
+    """Steps to the target (best over lrs) against batch size, log-log, regimes shaded."""
+    draw_steps(a.steps, path, "")
+
+
+def draw_steps(curve: StepsCurve, path: Path, title_prefix: str) -> None:
+    """The steps-to-target figure of one curve (also used by analysis.compare_optimizers)."""
+    t = curve.table
+    fig = new_figure((10.5, 5.4))
+    ax = fig.subplots()
+    ok = t[t["steps"].notna()]
+    bs = t["batch_size"].to_numpy(dtype=float)
+    f = curve.fit
+    if f is not None:
+        edges = [bs.min() / 1.3, f.b1, f.b2, bs.max() * 1.3]
+        for regime, lo, hi in zip(REGIMES, edges[:-1], edges[1:], strict=True):
+            if hi > lo * 1.001:
+                ax.axvspan(lo, hi, color=REGIME_COLORS[regime], alpha=0.12, lw=0, label=regime)
+        xs = np.linspace(np.log10(bs.min()), np.log10(bs.max()), 200)
+        ax.plot(10**xs, 10 ** f.log_steps(xs), "-", color="k", lw=1.5,
+                label=f"piecewise fit (middle slope {f.slope_mid:.2f})")
+    if len(ok):
+        b0, s0 = float(ok["batch_size"].iloc[0]), float(ok["steps"].iloc[0])
+        line = np.geomspace(bs.min(), bs.max(), 50)
+        ax.plot(line, s0 * b0 / line, ":", color="C2", label="perfect scaling from smallest B")
+        ax.plot(ok["batch_size"], ok["steps"], "o", color="k", ms=7,
+                label="fewest steps over the lrs tried")
+    never = t[t["steps"].isna()]
+    if len(never):
+        tr = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.scatter(never["batch_size"], np.full(len(never), 0.96), marker="x", color="red",
+                   s=40, transform=tr, clip_on=False, label="target never reached")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(list(bs), [str(int(b)) for b in bs])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("optimizer steps to reach the target")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    target = f" ({curve.target})" if curve.target else ""
+    ax.set_title(f"{title_prefix}Steps to target{target} against batch size "
+                 "(Shallue et al. 2018)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+
+
 def write_figures(a: Analysis, fig_dir: Path) -> dict[str, Path]:
     """Every figure that has data; returns name -> path."""
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -461,6 +544,7 @@ def write_figures(a: Analysis, fig_dir: Path) -> dict[str, Path]:
         "rule_table": (fig_rule_table, not a.rules.empty),
         "warmup": (fig_warmup, not a.warmup.empty),
         "learning_curves": (fig_learning_curves, not a.curves.panels.empty),
+        "steps_to_target": (fig_steps, a.steps is not None),
     }
     out = {}
     for name in FIGURES:

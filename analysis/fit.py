@@ -8,6 +8,8 @@ error of log10 lr* (CI width / 3.92, floored at SIGMA_FLOOR decades). Models of 
 - `sqrt`: alpha = 0.5 fixed (1)
 - `power`: free alpha, 95% CI from weighted least squares (2)
 - `saturating`: lr* = lr_max / (1 + B_noise / B) (2), B_noise CI from the profile chi-square
+- `constant`: alpha = 0 fixed (1), "no lr change needed" (the article's claim for Adam); fitted
+  only when asked (`fit_rules(best, constant=True)`, for adaptive optimizers)
 
 Comparison: AIC = chi2 / c + 2k, where c = max(1, reduced chi2 of the better two-parameter
 model) corrects for scatter beyond the bootstrap errors (quasi-AIC). A two-parameter model is
@@ -18,9 +20,11 @@ Verdict (issue 4), in this order:
    linear-scaling grid, one lr per batch size: the optimum was never located).
 2. `neither` when `best_model` is `saturating` (a single power law across the knee reads about
    0.5 by accident).
-3. `linear` / `sqrt` when the alpha CI contains 1 / 0.5, excludes the other, and its
-   half-width is at most the gap between the rules (width <= MAX_CI_WIDTH): a CI such as
-   -17 to 0.7 happens to exclude 1 but supports nothing.
+2b. `neither` when the best lr rises and then falls (`surge`, Li et al. 2024; see
+   `detect_surge`): no monotone rule describes it.
+3. `linear` / `sqrt` when the alpha CI contains 1 / 0.5, excludes the other (and 0, when the
+   constant model is fitted), and its half-width is at most the gap between the rules
+   (width <= MAX_CI_WIDTH): a CI such as -17 to 0.7 happens to exclude 1 but supports nothing.
 4. `neither` when the alpha CI excludes both (a power law far from both).
 5. `inconclusive` otherwise (the CI contains both, or is too wide); the verdict says what to
    run to separate the rules.
@@ -44,7 +48,9 @@ MIN_POINTS = 3
 MAX_CI_WIDTH = 0.5  # alpha CI width: half-width at most the 0.5 gap between the rules
 AIC_MARGIN = 4.0  # an extra parameter must buy at least this much AIC
 LINEAR_SLOPE = 0.8  # the saturating rule is "linear" while its log-log slope is >= this
-MODEL_K = {"linear": 1, "sqrt": 1, "power": 2, "saturating": 2}
+MODEL_K = {"linear": 1, "sqrt": 1, "power": 2, "saturating": 2, "constant": 1}
+FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
+SURGE_MIN_DROP = 0.1  # decades (x1.26): a surge's fitted fall (and half of it: its rise)
 Z95 = 1.959963984540054  # normal 97.5% quantile
 CHI2_95 = Z95**2  # chi-square(1) 95% quantile
 
@@ -69,6 +75,7 @@ class RuleFits:
     b_noise: float | None = None
     b_noise_ci: tuple[float | None, float | None] = (None, None)
     best_model: str | None = None
+    surge: Surge | None = None  # the best lr rises then falls (None: not detected / not tested)
 
     @property
     def n_points(self) -> int:
@@ -93,13 +100,60 @@ class RuleFits:
             return 10 ** (self.power_intercept + self.alpha * np.log10(b))
         if model not in self.intercepts:
             return None
-        return 10 ** (self.intercepts[model] + {"linear": 1.0, "sqrt": 0.5}[model] * np.log10(b))
+        return 10 ** (self.intercepts[model] + FIXED_ALPHA[model] * np.log10(b))
 
     @property
     def lr_at_min_batch(self) -> float | None:
         if self.min_batch is None or self.alpha is None:
             return None
         return float(self.lr_at("power", self.min_batch))
+
+
+@dataclass(frozen=True)
+class Surge:
+    """The best lr rises, peaks inside the measured range and falls (see `detect_surge`)."""
+
+    b_peak: float  # vertex of the log-log parabola
+    lr_peak: float
+    rise_decades: float  # fitted peak over the fitted lr* at the smallest batch size
+    fall_decades: float  # ... and over the one at the largest batch size
+    d_aic: float  # AIC of the best monotone rule minus that of the parabola
+    coef: tuple[float, float, float]  # log10 lr* = c0 + c1 log10 B + c2 (log10 B)^2
+
+    def lr_at(self, batch: np.ndarray | float) -> np.ndarray:
+        x = np.log10(np.asarray(batch, dtype=float))
+        return 10 ** (self.coef[0] + self.coef[1] * x + self.coef[2] * x * x)
+
+
+def detect_surge(pts: pd.DataFrame, chi2: dict[str, float]) -> Surge | None:
+    """A significant interior maximum of lr*(B): a parabola in log-log (3 parameters) beats every
+    monotone rule fitted (`chi2` of linear, sqrt, power, saturating, constant) by AIC_MARGIN,
+    its vertex lies inside the batch range, and the fitted lr* rises by SURGE_MIN_DROP / 2 and
+    falls by SURGE_MIN_DROP decades around it. A saturating rule (rising, then flat) has no
+    fall, a constant lr no rise. Needs 5 located optima; the overdispersion of the AIC is the
+    parabola's reduced chi2 (the richest model)."""
+    n = len(pts)
+    if n < 5 or not chi2:
+        return None
+    x, y = pts["log_b"].to_numpy(), pts["log_lr"].to_numpy()
+    w = 1 / pts["sigma"].to_numpy() ** 2
+    design = np.stack([np.ones_like(x), x, x * x], axis=1)
+    coef = np.linalg.lstsq(design * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)[0]
+    chi2_q = float(np.sum(w * (y - design @ coef) ** 2))
+    c_hat = max(1.0, chi2_q / (n - 3))
+    aic_mono = min(c / c_hat + 2 * MODEL_K[m] for m, c in chi2.items())
+    d_aic = aic_mono - (chi2_q / c_hat + 6)
+    if coef[2] >= 0 or d_aic < AIC_MARGIN:
+        return None
+    x_v = -coef[1] / (2 * coef[2])
+    if not x.min() < x_v < x.max():
+        return None
+    q = lambda t: coef[0] + coef[1] * t + coef[2] * t * t  # noqa: E731
+    rise, fall = q(x_v) - q(x.min()), q(x_v) - q(x.max())
+    if rise < SURGE_MIN_DROP / 2 or fall < SURGE_MIN_DROP:
+        return None
+    return Surge(float(10**x_v), float(10 ** q(x_v)), float(rise), float(fall), float(d_aic),
+                 (float(coef[0]), float(coef[1]), float(coef[2])))
 
 
 def fit_points(best: pd.DataFrame) -> pd.DataFrame:
@@ -165,8 +219,9 @@ def _fit_saturating(pts: pd.DataFrame, chi2_lin: float, chi2_flat: float) -> dic
     }
 
 
-def fit_rules(best: pd.DataFrame) -> RuleFits:
-    """Fit the four rules to the located optima of `best` (see the module docstring)."""
+def fit_rules(best: pd.DataFrame, constant: bool = False) -> RuleFits:
+    """Fit the four rules (five with `constant`: alpha = 0) to the located optima of `best`
+    (see the module docstring), and look for a surge."""
     pts = fit_points(best)
     min_batch = int(best["batch_size"].min()) if len(best) else None
     n = len(pts)
@@ -177,7 +232,7 @@ def fit_rules(best: pd.DataFrame) -> RuleFits:
     coef, cov, chi2_pow = _wls(x, y, w)
     c_lin, chi2_lin = _fixed_slope(x, y, w, 1.0)
     c_sqrt, chi2_sqrt = _fixed_slope(x, y, w, 0.5)
-    _, chi2_flat = _fixed_slope(x, y, w, 0.0)
+    c_flat, chi2_flat = _fixed_slope(x, y, w, 0.0)
     sat = _fit_saturating(pts, chi2_lin, chi2_flat)
     # alpha's CI: Student's t (the weights are estimates), widened by the points' scatter
     # when it exceeds what their CIs allow
@@ -185,6 +240,9 @@ def fit_rules(best: pd.DataFrame) -> RuleFits:
     q = float(stdtrit(n - 2, 0.975))
     se_alpha = math.sqrt(cov[1, 1] * scale)
     chi2 = {"linear": chi2_lin, "sqrt": chi2_sqrt, "power": chi2_pow, "saturating": sat["chi2"]}
+    intercepts = {"linear": c_lin, "sqrt": c_sqrt}
+    if constant:
+        chi2["constant"], intercepts["constant"] = chi2_flat, c_flat
     c_hat = max(1.0, min(chi2_pow, sat["chi2"]) / (n - 2))
     aic = {m: c / c_hat + 2 * MODEL_K[m] for m, c in chi2.items()}
     bic = {m: c / c_hat + MODEL_K[m] * math.log(n) for m, c in chi2.items()}
@@ -196,7 +254,7 @@ def fit_rules(best: pd.DataFrame) -> RuleFits:
         power_intercept=float(coef[0]),
         power_cov=(cov * scale).tolist(),
         t_quantile=q,
-        intercepts={"linear": c_lin, "sqrt": c_sqrt},
+        intercepts=intercepts,
         chi2=chi2,
         aic=aic,
         bic=bic,
@@ -205,6 +263,7 @@ def fit_rules(best: pd.DataFrame) -> RuleFits:
         b_noise=sat["b_noise"],
         b_noise_ci=sat["b_noise_ci"],
         best_model=_best_model(aic),
+        surge=detect_surge(pts, chi2),
     )
 
 
@@ -361,6 +420,9 @@ def decide_verdict(fits: RuleFits, best: pd.DataFrame) -> Verdict:
     aic_text = ", ".join(f"{m} {d:+.1f}" for m, d in sorted(d_aic.items(), key=lambda t: t[1]))
     evidence = f"{_alpha_text(fits)}; AIC relative to the best: {aic_text}."
     notes = tuple(n for n in (knee,) if n)
+    if fits.surge is not None:
+        text = f"Neither rule {span}: {surge_text(fits.surge)} {evidence}"
+        return Verdict("neither", text, linear_range, notes)
     if fits.best_model == "saturating":
         text = (
             f"Neither rule: the best lr saturates {span}. The saturating rule lr* = lr_max / "
@@ -370,22 +432,32 @@ def decide_verdict(fits: RuleFits, best: pd.DataFrame) -> Verdict:
         )
         return Verdict("neither", text, linear_range, notes)
     has1, has05 = lo <= 1.0 <= hi, lo <= 0.5 <= hi
+    has0 = "constant" in fits.aic and lo <= 0.0 <= hi
     narrow = hi - lo <= MAX_CI_WIDTH
     if has1 and not has05 and narrow:
         text = f"Linear rule supported {span}: {evidence} The CI excludes the sqrt rule."
         return Verdict("linear", text, linear_range, notes)
-    if has05 and not has1 and narrow:
-        text = f"Square-root rule supported {span}: {evidence} The CI excludes the linear rule."
+    if has05 and not has1 and not has0 and narrow:
+        others = "the linear rule" + (" and no lr change" if "constant" in fits.aic else "")
+        text = f"Square-root rule supported {span}: {evidence} The CI excludes {others}."
         return Verdict("sqrt", text, linear_range, notes)
     if not has1 and not has05:
-        text = (
-            f"Neither rule {span}: the best lr follows a power law far from both 1 and 0.5. "
-            f"{evidence}"
-        )
+        if has0 and narrow:
+            text = (
+                f"Neither rule {span}: the best lr does not change with batch size (alpha = 0, "
+                f"'no lr change needed', is inside the CI; 1 and 0.5 are not). {evidence}"
+            )
+        else:
+            text = (
+                f"Neither rule {span}: the best lr follows a power law far from both 1 and 0.5. "
+                f"{evidence}"
+            )
         return Verdict("neither", text, linear_range, notes)
+    contained = [f"{a:g}" for m, a in FIXED_ALPHA.items()
+                 if (m in fits.aic or m != "constant") and lo <= a <= hi]
     why = (
-        "the alpha CI contains both 1 and 0.5"
-        if has1 and has05
+        f"the alpha CI contains {' and '.join(contained)}"
+        if len(contained) > 1
         else (
             f"the alpha CI is wider than {MAX_CI_WIDTH:g}: its half-width exceeds the gap "
             "between the rules"
@@ -393,3 +465,43 @@ def decide_verdict(fits: RuleFits, best: pd.DataFrame) -> Verdict:
     )
     text = f"Inconclusive {span}: the data cannot separate the rules ({why}). {evidence}"
     return Verdict("inconclusive", text, linear_range, (*notes, _what_to_run(fits, best)))
+
+
+def surge_text(surge: Surge) -> str:
+    """One sentence on a detected surge."""
+    return (
+        f"the best lr rises and then falls (the 'surge' of Li et al. 2024): a parabola in "
+        f"log-log peaks at B = {surge.b_peak:.3g} (lr {surge.lr_peak:.3g}), "
+        f"{surge.rise_decades:.2f} decades above its value at the smallest batch size and "
+        f"{surge.fall_decades:.2f} above the largest, and beats every monotone rule by "
+        f"{surge.d_aic:.1f} AIC; no monotone rule (linear, sqrt, power law, saturating, "
+        f"constant) describes it."
+    )
+
+
+@dataclass(frozen=True)
+class NoChange:
+    """The test of 'no lr change needed' (alpha = 0), the article's claim for Adam."""
+
+    result: str  # supported | rejected | inconclusive
+    text: str
+
+
+def no_lr_change(fits: RuleFits) -> NoChange:
+    """Judge alpha = 0 like the other fixed rules (`fits` from `fit_rules(..., constant=True)`)."""
+    if "constant" not in fits.aic:
+        return NoChange("inconclusive", f"Not tested: fewer than {MIN_POINTS} batch sizes have "
+                        "a located optimum, so no rule is fitted.")
+    lo, hi = fits.alpha_ci
+    d_aic = fits.aic["constant"] - min(fits.aic.values())
+    evidence = f"{_alpha_text(fits)}; the constant model is {d_aic:+.1f} AIC from the best"
+    if fits.surge is not None:
+        return NoChange("rejected", f"Rejected: {surge_text(fits.surge)} ({evidence}.)")
+    if not lo <= 0.0 <= hi:
+        return NoChange("rejected", f"Rejected: the best lr changes with batch size; the alpha "
+                        f"CI excludes 0 ({evidence}).")
+    if hi - lo <= MAX_CI_WIDTH and not lo <= 0.5 <= hi:
+        return NoChange("supported", f"Supported: the alpha CI contains 0 and excludes the sqrt "
+                        f"and linear rules ({evidence}).")
+    return NoChange("inconclusive", f"Inconclusive: the alpha CI contains 0 but is too wide or "
+                    f"also contains 0.5 ({evidence}).")

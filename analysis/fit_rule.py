@@ -1,7 +1,7 @@
 """Scaling-law report of a sweep: does the best learning rate scale linearly or by sqrt(B)?
 
     python -m analysis.fit_rule --results DIR [--out DIR] [--json FILE] [--metric val_loss]
-                                [--n-boot 1000] [--seed 0]
+                                [--objective metric|steps_to_target] [--n-boot 1000] [--seed 0]
 
 --results  the folder Ray Tune wrote (`<storage>/<name>`, or a folder holding several such
            experiments); trial folders are found recursively by their `params.json`.
@@ -10,7 +10,14 @@
 --json     where to write fit.json; default: `<out>/fit.json`.
 --metric   final-epoch metric that defines "best": a loss is minimised, an accuracy (a name
            containing "acc") maximised. Default val_loss.
+--objective  `metric` (default): best = final value of --metric. `steps_to_target`: best =
+           fewest steps to the sweep's target (config `target:`; Shallue et al. 2018), trials
+           that never reached it infeasible.
 --n-boot   bootstrap resamples for the confidence intervals (default 1000).
+
+When the trials report them, the report also holds the measured gradient noise scale
+(`measure_noise_scale`) beside the fitted B_noise and the steps-to-target curve with its
+regimes; for Adam it tests "no lr change" (alpha = 0), for any optimizer the surge shape.
 
 Prints the best lr per batch size (with CI, edge flag, trial and divergence counts) and the
 verdict paragraph. Bad input (missing or empty folder, no finished trial, unknown metric)
@@ -55,10 +62,27 @@ def summary_text(a: Analysis, written: dict[str, Path]) -> str:
         a.verdict.paragraph,
         a.verdict.linear_range,
         *a.verdict.notes,
+        *extra_lines(a),
         "",
         f"Report: {written['report.html']} (and report.md, figures/); fit: {written['fit.json']}",
     ]
     return "\n".join(parts)
+
+
+def extra_lines(a: Analysis) -> list[str]:
+    """Optimizer, noise-scale and steps-to-target statements, when there are any."""
+    from analysis.noise import comparison_text
+    from analysis.optimizers import optimizer_text
+    from analysis.steps import regimes_text
+
+    lines = ["", optimizer_text(a.optimizer, a.best)]
+    if a.no_change is not None:
+        lines.append(f"NO LR CHANGE (alpha = 0): {a.no_change.text}")
+    if a.noise is not None:
+        lines.append(comparison_text(a.noise, a.fits.b_noise, a.fits.b_noise_ci))
+    if a.steps is not None:
+        lines.append(regimes_text(a.steps))
+    return lines
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS/report)")
     p.add_argument("--json", type=Path, default=None, help="fit.json path (default OUT/fit.json)")
     p.add_argument("--metric", default="val_loss", help="val_loss (default), val_acc, ...")
+    p.add_argument("--objective", default="metric", choices=["metric", "steps_to_target"],
+                   help="rank trials by the final --metric (default) or by the fewest steps "
+                   "to the sweep's target")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     args = p.parse_args(argv)
@@ -82,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or args.results / "report"
     try:
-        a = analyze(args.results, metric=args.metric, n_boot=args.n_boot, seed=args.seed)
+        a = analyze(args.results, metric=args.metric, n_boot=args.n_boot, seed=args.seed,
+                    objective=args.objective)
         from analysis.report import write_report  # matplotlib only when there is a report
 
         written = write_report(a, out, args.json)

@@ -40,6 +40,9 @@ CONFIG_COLUMNS: tuple[str, ...] = (
     "model",
     "momentum",
     "weight_decay",
+    "target_metric",  # steps-to-target: the metric and value trials had to reach ("" = none)
+    "target_value",
+    "measure_noise_scale",  # trials reported the gradient noise scale `noise_scale`
 )
 CONFIG_DEFAULTS: dict[str, Any] = {"warmup_epochs": 0.0, "seed": 0, "phase": "unknown"}
 # Ray's housekeeping keys in result.json that say nothing about training.

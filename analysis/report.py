@@ -23,8 +23,19 @@ import pandas as pd
 from analysis.best import WINDOW_DECADES
 from analysis.compare import COINCIDE_TOL, RULE_TOL, RULES
 from analysis.figures import finite_or_none, fmt, write_figures
-from analysis.fit import AIC_MARGIN, MAX_CI_WIDTH, MIN_POINTS, MODEL_K, RuleFits
+from analysis.fit import (
+    AIC_MARGIN,
+    MAX_CI_WIDTH,
+    MIN_POINTS,
+    MODEL_K,
+    SURGE_MIN_DROP,
+    RuleFits,
+    surge_text,
+)
+from analysis.noise import comparison_text
+from analysis.optimizers import optimizer_text
 from analysis.pipeline import Analysis
+from analysis.steps import regimes_text, unreached_text
 
 
 def _ci(lo: Any, hi: Any) -> str:
@@ -51,10 +62,11 @@ def jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- fit.json
-def best_lr_records(best: pd.DataFrame) -> list[dict]:
+def best_lr_records(best: pd.DataFrame, effective_factor: float | None = None) -> list[dict]:
     """fit.json's best_lr list: the DESIGN.md keys first, then extras."""
     out = []
     for _, r in best.iterrows():
+        lr = finite_or_none(r["lr"])
         out.append(
             {
                 "batch_size": int(r["batch_size"]),
@@ -70,6 +82,9 @@ def best_lr_records(best: pd.DataFrame) -> list[dict]:
                 "lr_div": finite_or_none(r["lr_div"]),
                 "fit": r["fit"],
                 "bootstrap": r["bootstrap"],
+                "n_not_reached": int(r.get("n_not_reached", 0) or 0),
+                "effective_lr": None if lr is None or effective_factor is None
+                else lr * effective_factor,
             }
         )
     return out
@@ -89,9 +104,13 @@ def fit_json(a: Analysis) -> dict:
     models["saturating"]["b_noise_ci"] = list(f.b_noise_ci)
     models["linear"]["lr_at_min_batch"] = _rule_lr_at_min(f, "linear")
     models["sqrt"]["lr_at_min_batch"] = _rule_lr_at_min(f, "sqrt")
+    if "constant" in f.aic:  # "no lr change" (alpha = 0), fitted for adaptive optimizers
+        models["constant"] = {"aic": f.aic["constant"], "bic": f.bic.get("constant"),
+                              "chi2": f.chi2.get("constant"), "k": MODEL_K["constant"],
+                              "lr_at_min_batch": _rule_lr_at_min(f, "constant")}
     doc = {
         "metric": a.metric,
-        "best_lr": best_lr_records(a.best),
+        "best_lr": best_lr_records(a.best, a.optimizer.effective_factor),
         "power_law": {
             "alpha": f.alpha,
             "alpha_ci": list(f.alpha_ci),
@@ -117,8 +136,64 @@ def fit_json(a: Analysis) -> dict:
         "learning_curves": a.curves.panels.to_dict(orient="records"),
         "load": {k: v for k, v in vars(a.load).items()},
         "results_dir": a.results_dir,
+        "objective": a.objective,
+        "optimizer": {
+            "name": a.optimizer.name,
+            "momentum": a.optimizer.momentum,
+            "effective_lr_factor": a.optimizer.effective_factor,
+        },
+        "no_lr_change": None if a.no_change is None
+        else {"result": a.no_change.result, "text": a.no_change.text},
+        "surge": surge_record(f),
+        "measured_noise_scale": noise_record(a),
+        "steps_to_target": steps_record(a),
     }
     return jsonable(doc)
+
+
+def surge_record(f: RuleFits) -> dict:
+    if f.surge is None:
+        return {"detected": False}
+    return {"detected": True, **vars(f.surge), "text": surge_text(f.surge)}
+
+
+def noise_record(a: Analysis) -> dict | None:
+    """fit.json's measured_noise_scale: B_simple at each batch size's best lr, and summary."""
+    if a.noise is None:
+        return None
+    f = a.fits
+    ratio = None if a.noise.median is None or f.b_noise is None else a.noise.median / f.b_noise
+    return {
+        "per_batch": a.noise.table.to_dict(orient="records"),
+        "median": a.noise.median,
+        "range": list(a.noise.range) if a.noise.range else None,
+        "b_noise_fit": f.b_noise,
+        "b_noise_fit_ci": list(f.b_noise_ci),
+        "ratio_to_fit": ratio,
+        "epoch": "final",
+        "text": comparison_text(a.noise, f.b_noise, f.b_noise_ci),
+    }
+
+
+def steps_record(a: Analysis) -> dict | None:
+    """fit.json's steps_to_target: the curve, its regimes and how they were found."""
+    if a.steps is None:
+        return None
+    fit = a.steps.fit
+    regimes = None
+    if fit is not None:
+        regimes = {
+            "b_perfect_scaling_end": fit.b1 if fit.has_perfect else None,
+            "b_plateau_start": fit.b2 if fit.has_plateau else None,
+            "slope_mid": fit.slope_mid,
+            "rmse_decades": fit.rmse,
+            "text": regimes_text(a.steps),
+        }
+    return {
+        "target": a.steps.target,
+        "per_batch": a.steps.table.to_dict(orient="records"),
+        "regimes": regimes,
+    }
 
 
 def _rule_lr_at_min(f: RuleFits, model: str) -> float | None:
@@ -153,6 +228,16 @@ def best_table(a: Analysis) -> tuple[list[str], list[list[str]]]:
         ]
         for _, r in a.best.iterrows()
     ]
+    factor = a.optimizer.effective_factor
+    if a.optimizer.momentum is not None and factor is not None:
+        head.insert(2, "effective lr lr/(1-m)")
+        for row, (_, r) in zip(rows, a.best.iterrows(), strict=True):
+            lr = finite_or_none(r["lr"])
+            row.insert(2, fmt(None if lr is None else lr * factor))
+    if a.objective == "steps_to_target":
+        head.insert(6, "n not reached")
+        for row, (_, r) in zip(rows, a.best.iterrows(), strict=True):
+            row.insert(6, str(int(r.get("n_not_reached", 0) or 0)))
     return head, rows
 
 
@@ -164,6 +249,7 @@ def model_table(f: RuleFits) -> tuple[list[str], list[list[str]]]:
     fitted = {
         "linear": f"lr(B0={f.min_batch}) = {fmt(_rule_lr_at_min(f, 'linear'))}",
         "sqrt": f"lr(B0={f.min_batch}) = {fmt(_rule_lr_at_min(f, 'sqrt'))}",
+        "constant": f"lr = {fmt(_rule_lr_at_min(f, 'constant'))} at every B (no lr change)",
         "power": f"alpha = {fmt(f.alpha)} [{fmt(f.alpha_ci[0])}, {fmt(f.alpha_ci[1])}]",
         "saturating": _saturating_cell(f),
     }
@@ -279,6 +365,7 @@ def _blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     ]
     if v.notes:
         blocks.append(("ul", list(v.notes)))
+    blocks += _optimizer_blocks(a)
     blocks += [("h2", "Data"), ("ul", a.load.lines() + _phase_line(a))]
     blocks += [
         ("h2", "Best learning rate per batch size"),
@@ -309,6 +396,8 @@ def _blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
             ("p", "No rule was fitted: fewer than two batch sizes have a located optimum.")
         )
     blocks += _fig(figs, "best_lr_vs_batch", "best lr against batch size")
+    blocks += _noise_blocks(a)
+    blocks += _steps_blocks(a, figs)
     blocks += _rule_blocks(a, figs)
     blocks += _warmup_blocks(a, figs)
     blocks += [("h2", "Article experiment: learning curves of the linear-scaling grid")]
@@ -319,6 +408,58 @@ def _blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     blocks += _fig(figs, "learning_curves", "learning curves of the linear-scaling grid")
     blocks += [("h2", "Method"), ("ul", _method_lines())]
     return blocks
+
+
+def _optimizer_blocks(a: Analysis) -> list[tuple]:
+    out: list[tuple] = [("h2", "Optimizer"), ("p", optimizer_text(a.optimizer, a.best))]
+    if a.no_change is not None:
+        out.append(("p", f"No lr change needed (alpha = 0, the article's claim): "
+                         f"{a.no_change.text}"))
+    if a.fits.surge is not None:
+        out.append(("p", "Surge: " + surge_text(a.fits.surge)))
+    elif a.fits.n_points >= 5:
+        out.append(("p", "Surge (best lr rising, then falling): not detected."))
+    return out
+
+
+def _noise_blocks(a: Analysis) -> list[tuple]:
+    if a.noise is None:
+        return []
+    head = ["batch size", "best lr", "lr of the trial(s) used", "trials", "B_simple"]
+    rows = [
+        [str(int(r["batch_size"])), fmt(r["lr_best"]), fmt(r["lr_trial"]),
+         str(int(r["n_trials"])), fmt(r["noise_scale"])]
+        for _, r in a.noise.table.iterrows()
+    ]
+    return [
+        ("h2", "Gradient noise scale: measured against fitted"),
+        ("p", comparison_text(a.noise, a.fits.b_noise, a.fits.b_noise_ci)),
+        ("table", head, rows),
+    ]
+
+
+def _steps_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
+    if a.steps is None:
+        return []
+    t = a.steps.table
+    head = ["batch size", "fewest steps", "at lr", "trials", "reached", "regime"]
+    rows = [
+        [str(int(r["batch_size"])), fmt(r["steps"], ".4g"), fmt(r["lr"]),
+         str(int(r["n_trials"])), str(int(r["n_reached"])), r["regime"]]
+        for _, r in t.iterrows()
+    ]
+    target = f" ({a.steps.target})" if a.steps.target else ""
+    out: list[tuple] = [
+        ("h2", f"Steps to target{target} against batch size"),
+        ("p", "Fewest optimizer steps (at epoch granularity) to reach the target over the lrs "
+              "tried, per batch size (seeds averaged; trials that never reached it are "
+              "infeasible). " + regimes_text(a.steps)),
+        ("table", head, rows),
+    ]
+    never = unreached_text(a.steps)
+    if never:
+        out.append(("p", never))
+    return out + _fig(figs, "steps_to_target", "steps to target against batch size")
 
 
 def _phase_line(a: Analysis) -> list[str]:
@@ -389,6 +530,17 @@ def _method_lines() -> list[str]:
         f"other and is at most {MAX_CI_WIDTH:g} wide; neither when the saturating rule is the "
         "best model or the CI excludes both; inconclusive otherwise, and always when fewer "
         f"than {MIN_POINTS} batch sizes have a located optimum.",
+        "Adam / AdamW: a fifth model, constant lr (alpha = 0, 'no lr change needed'), is fitted "
+        "and judged like the fixed rules (supported when the alpha CI contains 0, excludes 0.5 "
+        f"and 1 and is at most {MAX_CI_WIDTH:g} wide).",
+        "Surge (any optimizer): a parabola in log10 lr* against log10 B beats every monotone "
+        f"rule by {AIC_MARGIN:g} AIC, peaks inside the batch range and its fitted lr* falls "
+        f"by at least {SURGE_MIN_DROP:g} decades after the peak (rises by half that before "
+        "it); the verdict is then 'neither'.",
+        "Noise scale: trials with measure_noise_scale estimate B_simple = tr(Sigma)/|G|^2 "
+        "with the two-batch estimator (the step's gradient at B and one at 16B at the same "
+        "weights, EMAs of the unbiased |G|^2 and tr(Sigma) estimates, then their ratio); the "
+        "report takes the final epoch's value at the trial nearest each best lr.",
     ]
 
 

@@ -11,6 +11,12 @@ trial is `floor + curvature * (d**2 + skew * d**3) + noise` with d = log10(lr / 
 cubic term makes the curve steeper on the high-lr side without moving its minimum); trials more
 than `diverge_above` decades above lr*(B) diverge (NaN / Infinity losses, `diverged: true`).
 The lrs tried are a fixed log grid around a search centre that does not know the truth.
+
+Optional plants (off by default; drawn from a second random stream, so the folders of the
+scenarios without them stay identical): a gradient noise scale that every trial reports
+(`noise_scale`, about `SweepSpec.noise_scale` near the best lr), a steps-to-target curve
+(`StepsLaw`: perfect scaling, diminishing returns, plateau) reported as `steps_to_target`, and
+the optimizer written to params.json (`SweepSpec.optimizer`, `momentum`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-LAW_KINDS = ("linear", "sqrt", "power", "saturating")
+LAW_KINDS = ("linear", "sqrt", "power", "saturating", "surge")
 N_TRAIN = 4000  # examples per epoch of the pretend data set
 STATE_FILES = (
     "experiment_state-2026-11-26_15-00-00.json",
@@ -42,7 +48,7 @@ class Law:
     b0: int = 8
     alpha: float = 1.0  # power only
     lr_max: float = 1.0  # saturating only
-    b_noise: float = 64.0  # saturating only
+    b_noise: float = 64.0  # saturating and surge (the peak of a surge)
 
     def __post_init__(self) -> None:
         if self.kind not in LAW_KINDS:
@@ -51,8 +57,32 @@ class Law:
     def lr_star(self, batch: float) -> float:
         if self.kind == "saturating":
             return self.lr_max / (1 + self.b_noise / batch)
+        if self.kind == "surge":  # Adam's optimum (Li et al. 2024): rises as sqrt(B), falls
+            b = batch / self.b_noise
+            return self.lr_max / (0.5 * (b**-0.5 + b**0.5))
         alpha = {"linear": 1.0, "sqrt": 0.5}.get(self.kind, self.alpha)
         return self.lr0 * (batch / self.b0) ** alpha
+
+
+@dataclass(frozen=True)
+class StepsLaw:
+    """Planted steps-to-target S*(B) at the best lr (Shallue et al. 2018): perfect scaling
+    (S ~ 1/B) up to b1, diminishing returns (S ~ B**mid_slope) up to b2, then a plateau."""
+
+    s0: float = 2000.0  # steps at b0
+    b0: float = 8.0
+    b1: float = 32.0
+    b2: float = 256.0
+    mid_slope: float = -0.5
+    curvature: float = 2.0  # steps grow by (1 + curvature d^2), d = decades from lr*(B)
+    reach_within: float = 0.6  # decades from lr*(B) beyond which the target is never reached
+    noise: float = 0.03  # sd of log(steps)
+
+    def steps_star(self, batch: float) -> float:
+        b = min(max(batch, 0.0), self.b2)
+        if b <= self.b1:
+            return self.s0 * self.b0 / b
+        return self.s0 * self.b0 / self.b1 * (b / self.b1) ** self.mid_slope
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,11 @@ class SweepSpec:
     warmup_edge_gain: float = 0.0  # decades by which warmup > 0 raises the divergence edge
     warmup_shift: float = 0.0  # decades by which warmup > 0 moves the optimum
     checkpoints: int = 1  # checkpoint folders per trial (realism; never read)
+    optimizer: str = "sgd"  # written to params.json
+    momentum: float = 0.0
+    noise_scale: float | None = None  # planted B_simple near the best lr (None: not reported)
+    steps: StepsLaw | None = None  # planted steps-to-target curve (None: no target)
+    target: tuple[str, float] = ("val_acc", 0.97)  # params.json target, with `steps`
 
 
 def _final_metrics(d: float, spec: SweepSpec, rng: np.random.Generator) -> tuple[float, float]:
@@ -87,12 +122,37 @@ def _final_metrics(d: float, spec: SweepSpec, rng: np.random.Generator) -> tuple
     return loss, float(np.clip(acc, 0.05, 0.995))
 
 
+def _extras(
+    b: int, d: float, div: bool, spec: SweepSpec, rng: np.random.Generator
+) -> tuple[float | None, int | None]:
+    """(final noise_scale, epoch at which the target is reached) of one trial, from the
+    optional plants (None when not planted / never reached)."""
+    noise = None
+    if spec.noise_scale is not None:
+        noise = spec.noise_scale * (1 + 0.5 * d * d) * math.exp(rng.normal(0, 0.05))
+    reach = None
+    if spec.steps is not None and not div and abs(d) <= spec.steps.reach_within:
+        law = spec.steps
+        steps = law.steps_star(b) * (1 + law.curvature * d * d)
+        steps *= math.exp(rng.normal(0, law.noise))
+        epoch = math.ceil(steps / math.ceil(N_TRAIN / b))
+        reach = epoch if epoch <= spec.epochs else None
+    return noise, reach
+
+
 def _lines(
-    cfg: dict, trial_id: str, d: float, div: bool, rng: np.random.Generator, spec: SweepSpec
+    cfg: dict,
+    trial_id: str,
+    d: float,
+    div: bool,
+    rng: np.random.Generator,
+    spec: SweepSpec,
+    extras: tuple[float | None, int | None] = (None, None),
 ) -> list[dict]:
     loss_T, acc_T = _final_metrics(d, spec, rng)
     stop = int(rng.integers(1, spec.epochs + 1)) if div else spec.epochs
     steps_per_epoch = math.ceil(N_TRAIN / cfg["batch_size"])
+    noise_final, reach = extras
     out = []
     for e in range(1, stop + 1):
         frac = (math.exp(-3 * e / spec.epochs) - math.exp(-3)) / (1 - math.exp(-3))
@@ -126,6 +186,12 @@ def _lines(
                 "checkpoint_dir_name": f"checkpoint_{e - 1:06d}",
             }
         )
+        if noise_final is not None:  # B_simple grows as training converges
+            grown = noise_final * (0.4 + 0.6 * e / spec.epochs)
+            out[-1]["noise_scale"] = math.nan if bad else grown
+        if spec.steps is not None:
+            reached = reach is not None and e >= reach
+            out[-1]["steps_to_target"] = reach * steps_per_epoch if reached else math.nan
     return out
 
 
@@ -182,6 +248,7 @@ def write_results(
     """Write one experiment folder `root/name` from the planted law; returns that folder."""
     spec = spec or SweepSpec()
     rng = np.random.default_rng(seed)
+    rng_extra = np.random.default_rng(seed + 7919)  # the optional plants' own stream
     exp_dir = Path(root) / name
     exp_dir.mkdir(parents=True, exist_ok=True)
     for fname in STATE_FILES:
@@ -202,13 +269,17 @@ def write_results(
                 "epochs": spec.epochs,
                 "dataset": "synthetic",
                 "model": "cnn1",
-                "optimizer": "sgd",
-                "momentum": 0.0,
+                "optimizer": spec.optimizer,
+                "momentum": spec.momentum,
                 "weight_decay": 0.0,
                 "phase": phase,
             }
+            if spec.steps is not None:
+                cfg["target_metric"], cfg["target_value"] = spec.target
+            if spec.noise_scale is not None:
+                cfg["measure_noise_scale"] = True
             tid = f"abcde_{index:05d}"
-            lines = _lines(cfg, tid, d, div, rng, spec)
+            lines = _lines(cfg, tid, d, div, rng, spec, _extras(b, d, div, spec, rng_extra))
             write_trial(exp_dir, index, cfg, lines, spec.checkpoints)
             index += 1
     (exp_dir / "planted.json").write_text(json.dumps({"law": asdict(law)}))
@@ -249,6 +320,40 @@ def scenario(name: str) -> tuple[Law, SweepSpec]:
             Law("linear", lr0=0.01),
             SweepSpec(warmups=(0.0, 1.0), warmup_edge_gain=0.4, diverge_above=0.45),
         ),
+        # SGD with momentum 0.9: the linear rule on the lr (effective lr = 10 x lr)
+        "momentum": (
+            Law("linear", lr0=0.001),
+            SweepSpec(optimizer="momentum", momentum=0.9, center_lr0=0.001, grid_lr0=0.001),
+        ),
+        # Adam whose best lr does not depend on the batch size (the article's claim)
+        "adam_constant": (
+            Law("power", lr0=0.002, alpha=0.0),
+            SweepSpec(optimizer="adam", center_lr0=0.002, center_alpha=0.25, grid_lr0=0.002),
+        ),
+        # Adam whose best lr rises as sqrt(B), peaks at B = 64 and falls (the surge)
+        "adam_surge": (
+            Law("surge", lr_max=0.004, b_noise=64.0),
+            SweepSpec(
+                batch_sizes=DOUBLING,
+                optimizer="adam",
+                center_lr0=0.003,
+                center_alpha=0.0,
+                lr_offsets=WIDE_OFFSETS,
+                grid_lr0=0.003,
+            ),
+        ),
+        # steps to val_acc 0.97: perfect scaling to B = 32, slope -0.5 to 256, then flat;
+        # every trial also reports a noise scale of about 300
+        "steps": (
+            Law("linear", lr0=0.01),
+            SweepSpec(
+                batch_sizes=(8, 16, 32, 64, 128, 256, 512),
+                epochs=30,
+                seeds=2,
+                steps=StepsLaw(),
+                noise_scale=300.0,
+            ),
+        ),
     }
     if name not in cases:
         raise ValueError(f"unknown scenario '{name}'; choose from {', '.join(cases)}")
@@ -264,6 +369,10 @@ SCENARIOS = (
     "grid_only",
     "underpowered",
     "warmup",
+    "momentum",
+    "adam_constant",
+    "adam_surge",
+    "steps",
 )
 
 

@@ -18,7 +18,7 @@ import yaml
 from trainables.data import DEFAULT_DATA_DIR, LOADERS, TRAIN_SIZES
 from trainables.models import MODELS
 from trainables.schedule import SCHEDULES
-from trainables.train import OPTIMIZERS
+from trainables.train import OPTIMIZERS, TARGET_METRICS
 
 SAMPLERS = ("tpe", "gp", "qmc")
 METRICS = {"val_loss": "min", "val_acc": "max"}
@@ -54,6 +54,15 @@ class ConfirmConfig:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    """Steps-to-target (Shallue et al. 2018): trials report the first step count, at epoch
+    granularity, at which `metric` reached `value` (an accuracy from below, a loss from above)."""
+
+    metric: str = "val_acc"  # val_acc | val_loss | train_loss
+    value: float = 0.97
+
+
+@dataclass(frozen=True)
 class ResourcesConfig:
     cpu_per_trial: float = 1.0
     gpu_per_trial: float | str = "auto"  # fraction of a GPU, or auto (chosen from batch size)
@@ -83,6 +92,9 @@ class SweepConfig:
     metric: str = "val_loss"
     max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
     checkpoints_to_keep: int = 2
+    cuda_graph: bool = True  # on GPUs, replay small-batch steps as CUDA graphs (false: eager)
+    measure_noise_scale: bool = False  # trials report B_simple per epoch (trainables.noise_scale)
+    target: TargetConfig | None = None  # steps-to-target, e.g. {metric: val_acc, value: 0.97}
     grid: GridConfig = field(default_factory=GridConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
@@ -149,6 +161,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     )
 
 
+def _optional_dataclass(hint: Any) -> type | None:
+    """The dataclass of a `Section | None` hint, else None."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    options = [o for o in typing.get_args(hint) if o is not type(None)]
+    if len(options) == 1 and is_dataclass(options[0]) and len(typing.get_args(hint)) == 2:
+        return options[0]
+    return None
+
+
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"'{prefix or 'config'}' must be a mapping of keys, got {raw!r}")
@@ -160,8 +182,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         if key not in valid:
             raise ConfigError(f"unknown config key '{where}': {_suggest(str(key), valid, prefix)}")
         hint = hints[key]
+        optional = _optional_dataclass(hint)
         if is_dataclass(hint):
             kwargs[key] = _build(hint, value if value is not None else {}, f"{where}.")
+        elif optional is not None:  # a section that may be null (off), e.g. `target`
+            kwargs[key] = None if value is None else _build(optional, value, f"{where}.")
         else:
             kwargs[key] = _coerce(value, hint, where)
     for f in fields(cls):
@@ -182,7 +207,9 @@ def set_dotted(raw: dict[str, Any], dotted: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or a null section (`target: null`) being set
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
     node[parts[-1]] = value
@@ -299,3 +326,15 @@ def validate(cfg: SweepConfig) -> None:
     _need(all(0 < f <= 1 for f in r.gpu_fraction_by_batch.values()),
           "resources.gpu_fraction_by_batch values must be fractions in (0, 1]")
     _need(r.max_concurrent_trials >= 0, "resources.max_concurrent_trials must be >= 0")
+    if cfg.target is not None:
+        _validate_target(cfg.target)
+
+
+def _validate_target(t: TargetConfig) -> None:
+    _choice("target.metric", t.metric, TARGET_METRICS)
+    if "acc" in t.metric:
+        _need(0 < t.value <= 1, f"target.value {t.value} is not an accuracy in (0, 1]; e.g. "
+              f"target: {{metric: {t.metric}, value: 0.97}}")
+    else:
+        _need(t.value > 0, f"target.value {t.value} must be a positive loss for target.metric "
+              f"{t.metric}; or use target: {{metric: val_acc, value: 0.97}}")

@@ -209,12 +209,25 @@ def format_resources(res: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in res.items())
 
 
+def measurement_lines(cfg: SweepConfig) -> list[str]:
+    """What the trials measure beyond the contract's metrics (issue 8)."""
+    out = []
+    if cfg.measure_noise_scale:
+        out.append("every trial measures the gradient noise scale B_simple (`noise_scale`; "
+                   "about +50% gradient compute, no CUDA graphs)")
+    if cfg.target is not None:
+        sign = ">=" if "acc" in cfg.target.metric else "<="
+        out.append(f"every trial reports its steps to {cfg.target.metric} {sign} "
+                   f"{cfg.target.value:g} (`steps_to_target`)")
+    return out
+
+
 def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
     """Text listing every grid trial and its resources, and what follows."""
     slots = concurrent_slots(cfg, cpus, gpus)
     lines = [f"sweep '{cfg.name}': {cfg.dataset} / {cfg.model} / {cfg.optimizer}, "
              f"{cfg.epochs} epochs per trial; {cpus:g} CPUs, {gpus:g} GPUs here -> {slots} "
-             "trials at a time", "",
+             "trials at a time", *measurement_lines(cfg), "",
              f"{'#':>4}  {'phase':<6} {'batch_size':>10} {'lr':>10} {'warmup_epochs':>13} "
              f"{'seed':>5}  resources"]
     gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.batch_sizes}

@@ -7,6 +7,7 @@ module, because Ray's `Tuner.restore` re-imports them (REFERENCE.md section 2).
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,20 @@ def code_version() -> str:
 
 
 def trial_base(cfg: SweepConfig, version: str = "") -> dict[str, Any]:
-    """Keys shared by every trial of the sweep (the flat params.json contract)."""
-    return {
+    """Keys shared by every trial of the sweep (the flat params.json contract).
+
+    $SWEEP_INJECT_FAULT (tests only, never in a config) adds `fault_kill_at_epoch`.
+    """
+    fault = int(os.environ.get("SWEEP_INJECT_FAULT", "0") or 0)
+    return ({"fault_kill_at_epoch": fault} if fault else {}) | {
         "epochs": cfg.epochs, "dataset": cfg.dataset, "model": cfg.model,
         "optimizer": cfg.optimizer, "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
         "diverge_factor": cfg.diverge_factor, "data_dir": cfg.resolved_data_dir,
-        "n_train": cfg.n_train, "code_version": version,
+        "n_train": cfg.n_train, "cuda_graph": cfg.cuda_graph, "code_version": version,
+        "measure_noise_scale": cfg.measure_noise_scale,
+        "target_metric": cfg.target.metric if cfg.target else "",
+        "target_value": cfg.target.value if cfg.target else 0.0,
     }
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (bench.py), its tutorial-style baseline, and the GPU check."""
