@@ -46,7 +46,6 @@ class StudyState:
     asked: int = 0
     widenings: int = 0
     brackets: int = 0  # extra trials placed to bracket the best lr
-    confirm_built: bool = False
 
 
 @dataclass
@@ -96,6 +95,7 @@ class State:
     done: list[Done] = field(default_factory=list)
     confirm_queue: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    confirmed: list[int] = field(default_factory=list)  # batch sizes whose confirmation is queued
     finished: bool = False  # nothing left to suggest (running trials may still be going)
 
 
@@ -237,23 +237,19 @@ class PhasedSearcher(Searcher):
         return (st.asked >= st.budget and self._in_flight(st.batch_size, "optuna") == 0
                 and self._grid_finished(st.batch_size))
 
+    def _confirming(self) -> bool:
+        return bool(self.plan.confirm_top_k and self.plan.confirm_seeds)
+
     def _next_confirm(self) -> Live | None:
-        if self.plan.confirm_top_k and self.plan.confirm_seeds:
-            for b in self.plan.batch_sizes:
-                st = self.plan.studies.get(b)
-                finished = self._study_finished(st) if st else self._grid_finished(b)
-                if finished and not (st.confirm_built if st else b in self._confirmed()):
-                    self.state.confirm_queue.extend(self._confirm_configs(b))
-                    if st:
-                        st.confirm_built = True
-                    else:
-                        self.state.notes.append(f"confirmed:{b}")
+        for b in self.plan.batch_sizes if self._confirming() else ():
+            st = self.plan.studies.get(b)
+            finished = self._study_finished(st) if st else self._grid_finished(b)
+            if finished and b not in self.state.confirmed:
+                self.state.confirm_queue.extend(self._confirm_configs(b))
+                self.state.confirmed.append(b)
         if not self.state.confirm_queue:
             return None
         return Live("confirm", self.state.confirm_queue.pop(0))
-
-    def _confirmed(self) -> set[int]:
-        return {int(n.split(":")[1]) for n in self.state.notes if n.startswith("confirmed:")}
 
     def _confirm_configs(self, batch_size: int) -> list[dict[str, Any]]:
         ranked = self._ranked(batch_size)
@@ -277,15 +273,7 @@ class PhasedSearcher(Searcher):
             return False
         if any(s.asked < s.budget for s in self.plan.studies.values()):
             return False
-        if not (self.plan.confirm_top_k and self.plan.confirm_seeds):
-            return True
-        for b in self.plan.batch_sizes:
-            st = self.plan.studies.get(b)
-            if st and not st.confirm_built:
-                return False
-            if not st and b not in self._confirmed():
-                return False
-        return True
+        return not self._confirming() or set(self.plan.batch_sizes) <= set(self.state.confirmed)
 
     # ------------------------------------------------------------------ Optuna
     def _storage(self) -> optuna.storages.BaseStorage:
