@@ -28,7 +28,7 @@ import numpy as np
 
 from analysis.figures import DPI, fmt, new_figure
 from analysis.fit import surge_text
-from analysis.load import AnalysisError
+from analysis.load import AnalysisError, error_exit
 from analysis.noise import comparison_text
 from analysis.pipeline import Analysis, analyze
 from analysis.report import jsonable, render_html, render_markdown, write_report
@@ -274,12 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             write_report(a, report_dir)
             entries.append(Entry(label, a, report_dir))
         written = write_comparison(entries, args.out)
-    except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write the report: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 2
+    except (AnalysisError, OSError) as exc:
+        return error_exit(exc)
     head, rows = summary_rows(entries)
     for row in rows:
         print(" | ".join(f"{h}: {c}" for h, c in zip(head, row, strict=True)))

@@ -30,7 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.load import AnalysisError
+from analysis.load import AnalysisError, error_exit
 from analysis.pipeline import Analysis, analyze
 
 
@@ -114,12 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.report import write_report  # matplotlib only when there is a report
 
         written = write_report(a, out, args.json)
-    except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write the report: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 2
+    except (AnalysisError, OSError) as exc:
+        return error_exit(exc)
     print(summary_text(a, written))
     return 0
 

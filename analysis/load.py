@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,15 @@ REPORT_MARKERS = frozenset({"report.md", "report.html"})
 
 class AnalysisError(Exception):
     """A problem with the input that the user must fix; the CLI prints it as one line."""
+
+
+def error_exit(exc: AnalysisError | OSError) -> int:
+    """The CLIs' answer to bad input or an unwritable output: one line on stderr, code 2."""
+    if isinstance(exc, AnalysisError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        print(f"error: cannot write the report: {exc.strerror}: {exc.filename}", file=sys.stderr)
+    return 2
 
 
 @dataclass(frozen=True)
