@@ -1,0 +1,53 @@
+"""Shared by several test files: the repository's paths and `python -m sweep` as users run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "sweep" / "configs"
+SMOKE = CONFIGS / "smoke.yaml"  # seconds of training on the synthetic data set
+
+
+def sweep_cmd(storage: Path, *args: str, config: Path = SMOKE) -> list[str]:
+    """The command line of `python -m sweep --config CONFIG --storage STORAGE ARGS...`."""
+    return [
+        sys.executable,
+        "-m",
+        "sweep",
+        "--config",
+        str(config),
+        "--storage",
+        str(storage),
+        *args,
+    ]
+
+
+def run_sweep(
+    storage: Path,
+    *args: str,
+    config: Path = SMOKE,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a sweep to its end in a subprocess from the repository root; with `check`, fail the
+    test (showing the end of stderr) unless it exits 0."""
+    out = subprocess.run(
+        sweep_cmd(storage, *args, config=config),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    return out
+
+
+def sets(*overrides: str) -> list[str]:
+    """`--set` arguments: sets("epochs=3", "seeds=2") -> ["--set", "epochs=3", ...]."""
+    return [arg for o in overrides for arg in ("--set", o)]

@@ -1,0 +1,122 @@
+"""Pins what a sweep does, so that a refactor provably changes nothing: the same trials (with the
+same final metrics) for the same `--seed`, and the same fit.json on them.
+
+The sweep: the smoke config with an Optuna phase and a confirmation phase, one trial at a time
+(with more slots the order in which trials finish, and so what Optuna has seen when it is
+asked, depends on timing). Floats are compared to a relative 1e-6 (trials) and 1e-4 (fit.json,
+whose bootstrap and fits amplify the last bits of the metrics that another CPU may round
+differently).
+
+When a change is meant to alter what is pinned, regenerate the golden files and review their
+diff before committing it:
+
+    UPDATE_GOLDEN=fit .venv/bin/python -m pytest tests/test_pin.py   # the analysis changed
+    UPDATE_GOLDEN=all .venv/bin/python -m pytest tests/test_pin.py   # the trials changed too
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_sweep, sets
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+TRIALS_FILE, FIT_FILE = GOLDEN / "pin_trials.json", GOLDEN / "pin_fit.json"
+PIN_SWEEP = [
+    "--name",
+    "pin",
+    "--seed",
+    "3",
+    *sets(
+        "optuna.trials_per_batch_size=4",
+        "confirm.top_k=1",
+        "confirm.seeds=1",
+        "resources.max_concurrent_trials=1",
+    ),
+]
+MACHINE_KEYS = {"data_dir", "code_version"}  # differ between checkouts, not between runs
+SORT_KEYS = ("batch_size", "lr", "warmup_epochs", "seed")
+UPDATE = os.environ.get("UPDATE_GOLDEN", "")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def trial_list(exp: Path) -> list[dict[str, Any]]:
+    """Every trial's params (less the machine's) and last epoch, sorted by phase and config."""
+    trials = []
+    for params in exp.glob("*/params.json"):
+        rows = [json.loads(x) for x in (params.parent / "result.json").read_text().splitlines()]
+        config = {k: v for k, v in json.loads(params.read_text()).items() if k not in MACHINE_KEYS}
+        trials.append(
+            {
+                "params": config,
+                "epochs": len(rows),
+                "val_loss": rows[-1]["val_loss"],
+                "diverged": rows[-1]["diverged"],
+            }
+        )
+    phases = ["grid", "optuna", "confirm"]
+    return sorted(
+        trials,
+        key=lambda t: (phases.index(t["params"]["phase"]), *(t["params"][k] for k in SORT_KEYS)),
+    )
+
+
+def without_folder(doc: Any, folder: Path) -> Any:
+    """`doc` with the results folder's path (a temporary one) replaced by '<results>'."""
+    return json.loads(json.dumps(doc).replace(str(folder), "<results>"))
+
+
+def assert_same(actual: Any, expected: Any, rel: float, where: str = "") -> None:
+    """Equal JSON, floats to `rel`; names the first place that differs."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and set(actual) == set(expected), (
+            f"{where}: keys {sorted(set(actual) ^ set(expected))} differ"
+        )
+        for key in expected:
+            assert_same(actual[key], expected[key], rel, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: length"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same(a, e, rel, f"{where}[{i}]")
+    elif (
+        isinstance(expected, float)
+        and isinstance(actual, int | float)
+        and not isinstance(actual, bool)
+    ):
+        if math.isnan(expected):
+            assert math.isnan(actual), f"{where}: {actual} != nan"
+        else:
+            assert actual == pytest.approx(expected, rel=rel, abs=1e-12), f"{where}"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def check_or_update(path: Path, actual: Any, rel: float, update: bool) -> None:
+    if update:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(json.dumps(actual, indent=1, sort_keys=True) + "\n")
+        pytest.skip(f"wrote {path.name}; review its diff before committing")
+    assert path.is_file(), f"no {path.name}: run UPDATE_GOLDEN=all pytest {__file__}"
+    assert_same(actual, json.loads(path.read_text()), rel, path.name)
+
+
+@pytest.fixture(scope="module")
+def pinned(tmp_path_factory) -> Path:
+    storage = tmp_path_factory.mktemp("pin")
+    run_sweep(storage, *PIN_SWEEP, timeout=400)
+    return storage / "pin"
+
+
+def test_the_same_seed_gives_the_same_trials(pinned):
+    check_or_update(TRIALS_FILE, trial_list(pinned), 1e-6, UPDATE == "all")
+
+
+def test_the_same_results_give_the_same_fit_json(pinned):
+    fit = without_folder(json.loads((pinned / "report" / "fit.json").read_text()), pinned)
+    check_or_update(FIT_FILE, fit, 1e-4, UPDATE in ("fit", "all"))
