@@ -32,8 +32,8 @@ optuna-dashboard: .venv/.installed  ## the Optuna studies of a sweep, on 127.0.0
 	.venv/bin/optuna-dashboard --host $(HOST) --port 8080 $(or $(JOURNAL),$(EXP)/optuna-journal.log)
 
 bench: .venv/.installed  ## samples/s and sweep wall time against a tutorial-style baseline
-	$(PY) benchmarks/bench.py
-	$(PY) benchmarks/bench_analysis.py
+	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.bench_analysis
 
 COMPARE_SET ?= --set optuna.trials_per_batch_size=5 --set confirm.top_k=1 --set confirm.seeds=2
 compare: .venv/.installed  ## SGD and Adam on the same data and model, one report (~12 min, 2 cores)
@@ -41,8 +41,9 @@ compare: .venv/.installed  ## SGD and Adam on the same data and model, one repor
 	$(PY) -m sweep --config sweep/configs/adam.yaml --name compare-adam --storage $(STORAGE) --no-report $(COMPARE_SET) $(ARGS)
 	$(PY) -m analysis.compare_optimizers --results $(STORAGE)/compare-sgd $(STORAGE)/compare-adam --labels sgd adam --out $(STORAGE)/compare
 
-lint: .venv/.installed
+lint: .venv/.installed  ## ruff: the lint rules, and the formatting (ruff format fixes it)
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 clean:  ## remove caches (results/ and .venv/ are kept; delete them by hand)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -14,7 +14,7 @@ Prints one table (device, torch version, n runs, medians):
 No number here is asserted anywhere; the machine may be shared, so read the ratios, which are
 measured side by side, rather than the absolute times.
 
-    python benchmarks/bench.py [--runs 3] [--sweep-runs 1] [--quick] [--skip-sweep] [--keep DIR]
+    python -m benchmarks.bench [--runs 3] [--sweep-runs 1] [--quick] [--skip-sweep] [--keep DIR]
 `--quick` is a smoke run (small data, 4-trial grids, one run): about a minute on 2 cores.
 """
 
@@ -32,14 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+from benchmarks import tutorial
+from trainables.contract import DEFAULT_DATA_DIR, TrainConfig
+from trainables.data import load_dataset
+from trainables.train import train
 
-from benchmarks import tutorial  # noqa: E402
-from trainables.data import DEFAULT_DATA_DIR, load_dataset  # noqa: E402
-from trainables.train import TrainConfig, train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the sweeps run from here
 
 TRIAL_BATCHES = (8, 64, 512)
 
@@ -93,8 +93,8 @@ def sweep_command(style: str, storage: Path, name: str, quick: bool) -> list[str
         if quick:
             cmd += ["--set", "batch_sizes=[8,16]", "--set", "epochs=1", "--set", "n_train=800"]
         return cmd
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "tutorial.py"), "--storage", str(storage),
-           "--name", name]
+    cmd = [sys.executable, "-m", "benchmarks.tutorial", "--storage", str(storage), "--name",
+           name]
     if quick:
         cmd += ["--k", "1", "2", "--epochs", "1", "--n-train", "800"]
     return cmd
@@ -181,7 +181,7 @@ def format_table(info: dict, rates: dict, sweeps: dict, slots: int) -> str:
             med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in t]),
             med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]])
                  for s in p]))
-    lines.append("targets (issue 5, CPU): sweep wall ratio <= 0.5x; project overhead <= 1.25")
+    lines.append("targets (CPU): sweep wall ratio <= 0.5x; project overhead <= 1.25")
     return "\n".join(lines)
 
 

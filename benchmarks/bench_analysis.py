@@ -1,6 +1,6 @@
-"""Benchmark of the full analysis on a large sweep: 2,000 trials x 20 epochs (issue 4: < 30 s).
+"""Benchmark of the full analysis on a large sweep: 2,000 trials x 20 epochs (target: < 30 s).
 
-    .venv/bin/python benchmarks/bench_analysis.py [--runs 3] [--n-boot 1000] [--keep DIR]
+    .venv/bin/python -m benchmarks.bench_analysis [--runs 3] [--n-boot 1000] [--keep DIR]
 
 Writes a synthetic results folder in Ray Tune's layout (analysis.synthetic, saturating law,
 8 batch sizes x 2 warmups x 5 seeds x 25 lrs = 2,000 trials of 20 epochs, one checkpoint folder

@@ -1,6 +1,6 @@
-"""Driver memory over a long smoke sweep (issue: the driver must not grow without bound).
+"""Driver memory over a long smoke sweep: the driver must not grow without bound.
 
-    python benchmarks/driver_memory.py [--trials 500]
+    python -m benchmarks.driver_memory [--trials 500]
 
 Runs `python -m sweep` on the synthetic data set with `--trials` one-epoch grid trials, samples
 the driver's resident memory (RSS) every second, and prints it against trials finished.

@@ -18,7 +18,7 @@ tutorial-style loop of `benchmarks/tutorial.py` directly, on synthetic MNIST-sha
    `--mps`, the same under CUDA MPS (needs nvidia-cuda-mps-control; started and stopped here).
 It runs on CPU too (small sizes, no graphs, N = 1, 2), so it can be checked anywhere.
 
-    PYTHONUNBUFFERED=1 python benchmarks/gpu_check.py [--quick] [--mps] [--out FILE]
+    PYTHONUNBUFFERED=1 python -m benchmarks.gpu_check [--quick] [--mps] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from benchmarks import tutorial
+from trainables import fast_step
+from trainables.contract import TrainConfig
+from trainables.models import get_model
+from trainables.schedule import lr_at
+from trainables.tensor_data import TensorData
+from trainables.train import loss_fn, make_optimizer, train
 
-from benchmarks import tutorial  # noqa: E402
-from trainables import fast_step  # noqa: E402
-from trainables.data import TensorData  # noqa: E402
-from trainables.models import get_model  # noqa: E402
-from trainables.schedule import lr_at  # noqa: E402
-from trainables.train import TrainConfig, loss_fn, make_optimizer, train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # worker processes run `-m benchmarks.gpu_check` here
 
 GRID_BATCHES = [8, 16, 24, 32, 40, 48, 56]  # the article grid's batch sizes
 OUT_LINES: list[str] = []
@@ -258,12 +258,13 @@ def _wait_ready(proc: subprocess.Popen, deadline: float) -> None:
 def pack(n: int, duration: float, n_train: int, epochs: int, full: bool,
          env: dict | None = None, timeout: float = 60) -> dict:
     """Start n worker processes, release them together, return aggregate samples/s."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--duration",
+    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--worker", "--duration",
            str(duration), "--n-train", str(n_train), "--epochs", str(epochs)]
     if full:
         cmd.append("--full")
     procs = [subprocess.Popen(cmd + ["--offset", str(i)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env) for i in range(n)]
+                              stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for i in range(n)]
     deadline = time.time() + timeout
     try:
         for p in procs:
@@ -390,8 +391,8 @@ def section_memory(arrays: tuple, device: str) -> None:
     say("   in this process (after the sections above):")
     memory_by_batch(arrays, device)
     # a fresh process, as a new Ray worker: the peaks must not grow from trial to trial
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--only",
-                          "memory-table"], capture_output=True, text=True, timeout=90)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--only",
+                          "memory-table"], capture_output=True, text=True, timeout=90, cwd=ROOT)
     say("   in a fresh process (trials in the order shown):")
     for line in out.stdout.splitlines()[1:]:
         say(line)
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # report and go on: the other sections still run
             say(f"   FAILED: {err!r}")
         say(f"   ({time.time() - t0:.0f} s elapsed)")
-    say("targets (issue 5, GPU): graph/tutorial >= 8x at batch 8 and 64; sweep level >= 10x; "
+    say("targets (GPU): graph/tutorial >= 8x at batch 8 and 64; sweep level >= 10x; "
         "graph = eager to ~1e-5; <= ~1 GB per trial")
     return 0
 

@@ -12,7 +12,7 @@ What makes it "tutorial style" (the Ray Tune + PyTorch tutorials' pattern, kept 
 The work is the same as the project's grid (same model, data, lr, warmup, epochs, batches).
 
 Run the grid alone (bench.py does this, beside the project's sweep):
-    python benchmarks/tutorial.py --storage /tmp/bench --name tutorial [--quick]
+    python -m benchmarks.tutorial --storage /tmp/bench --name tutorial [--quick]
 The pieces without Ray (`MNISTImages`, `Net`, `run_epochs`) are also used by bench.py and
 gpu_check.py for the per-trial samples/s.
 """
@@ -35,6 +35,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+
+from trainables.contract import DEFAULT_DATA_DIR
 
 MEAN, STD = 0.1307, 0.3081
 BATCH_MULTIPLES = [1, 2, 3, 4, 5, 6, 7]  # the article's grid: B = 8k, lr = 0.001k
@@ -162,9 +164,6 @@ def run_grid(storage: str, name: str, data_dir: str, epochs: int, n_train: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from trainables.data import DEFAULT_DATA_DIR
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--storage", required=True)
     p.add_argument("--name", default="tutorial")

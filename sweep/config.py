@@ -15,13 +15,19 @@ from typing import Any
 
 import yaml
 
-from trainables.data import DEFAULT_DATA_DIR, LOADERS, TRAIN_SIZES
-from trainables.models import MODELS
+from trainables.contract import (
+    DEFAULT_DATA_DIR,
+    MODELS,
+    OPTIMIZERS,
+    TARGET_METRICS,
+    Recipe,
+    maximize,
+)
+from trainables.data import DATASETS
 from trainables.schedule import SCHEDULES
-from trainables.train import OPTIMIZERS, TARGET_METRICS
 
-SAMPLERS = ("tpe", "gp", "qmc")
-METRICS = {"val_loss": "min", "val_acc": "max"}
+SAMPLERS = ("tpe", "gp", "qmc")  # sweep.studies.make_sampler
+METRICS = ("val_loss", "val_acc")  # what the Optuna studies and the confirmation rank by
 
 
 class ConfigError(ValueError):
@@ -73,27 +79,19 @@ class ResourcesConfig:
     max_concurrent_trials: int = 0  # 0 = as many as the resources allow
 
 
-@dataclass(frozen=True)
-class SweepConfig:
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig(Recipe):
+    """The YAML config: the training recipe every trial shares (`Recipe`'s keys: epochs,
+    dataset, model, optimizer, ..., with the same defaults) and how the sweep searches."""
+
     name: str = "default"
-    dataset: str = "mnist5k"
-    model: str = "cnn1"
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    epochs: int = 5  # budget in epochs (examples), identical for every batch size
     seeds: int = 1  # seeds per grid configuration
     seed: int = 0  # one seed for the whole sweep: grid seeds, sampler seeds, trial seeds
     batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 24, 32, 40, 48, 56])
-    schedule: str = "constant"
-    diverge_factor: float = 10.0
-    n_train: int = 0  # use the first n training examples (0 = all)
     data_dir: str | None = None  # None: ~/.cache/lr-batch-sweep (or $SWEEP_DATA_DIR)
     metric: str = "val_loss"
     max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
     checkpoints_to_keep: int = 2
-    cuda_graph: bool = True  # on GPUs, replay small-batch steps as CUDA graphs (false: eager)
-    measure_noise_scale: bool = False  # trials report B_simple per epoch (trainables.noise_scale)
     target: TargetConfig | None = None  # steps-to-target, e.g. {metric: val_acc, value: 0.97}
     grid: GridConfig = field(default_factory=GridConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
@@ -107,7 +105,7 @@ class SweepConfig:
 
     @property
     def mode(self) -> str:
-        return METRICS[self.metric]
+        return "max" if maximize(self.metric) else "min"
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -264,7 +262,7 @@ def _choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
 
 
 def validate(cfg: SweepConfig) -> None:
-    _choice("dataset", cfg.dataset, LOADERS)
+    _choice("dataset", cfg.dataset, DATASETS)
     _choice("model", cfg.model, MODELS)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("optuna.sampler", cfg.optuna.sampler, SAMPLERS)
@@ -279,12 +277,11 @@ def validate(cfg: SweepConfig) -> None:
           f"batch_sizes has duplicates: {cfg.batch_sizes}")
     for b in cfg.batch_sizes:
         _need(b >= 1, f"batch_sizes: {b} is not a positive batch size; use integers >= 1")
-    n_train = TRAIN_SIZES.get(cfg.dataset)
-    if n_train is not None:
-        n_train = min(n_train, cfg.n_train) if cfg.n_train > 0 else n_train
-        too_big = [b for b in cfg.batch_sizes if b > n_train]
-        _need(not too_big, f"batch_sizes {too_big} exceed the {n_train} training examples of "
-              f"'{cfg.dataset}'; use batch sizes <= {n_train}")
+    n_train = DATASETS[cfg.dataset].n_train
+    n_train = min(n_train, cfg.n_train) if cfg.n_train > 0 else n_train
+    too_big = [b for b in cfg.batch_sizes if b > n_train]
+    _need(not too_big, f"batch_sizes {too_big} exceed the {n_train} training examples of "
+          f"'{cfg.dataset}'; use batch sizes <= {n_train}")
     _need(cfg.n_train >= 0, f"n_train must be >= 0 (0 = all), got {cfg.n_train}")
     _need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
     _need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
@@ -332,7 +329,7 @@ def validate(cfg: SweepConfig) -> None:
 
 def _validate_target(t: TargetConfig) -> None:
     _choice("target.metric", t.metric, TARGET_METRICS)
-    if "acc" in t.metric:
+    if maximize(t.metric):
         _need(0 < t.value <= 1, f"target.value {t.value} is not an accuracy in (0, 1]; e.g. "
               f"target: {{metric: {t.metric}, value: 0.97}}")
     else:

@@ -1,48 +1,63 @@
 """The search space as data: grid trial configs, Optuna ranges, confirmation seeds, resources.
 
 Functions here compute nothing beyond the configurations themselves and live in an importable
-module, because Ray's `Tuner.restore` re-imports them (REFERENCE.md section 2).
+module, because Ray's `Tuner.restore` re-imports them (docs/design.md, "Ray and Optuna").
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
-import os
 import subprocess
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from sweep.config import SweepConfig
+from trainables.contract import Recipe
+
+PACKAGE = "lr-batch-sweep"
 
 
 def code_version() -> str:
-    """The git commit of the code that ran (recorded in every trial's params.json)."""
+    """The code that ran (recorded in every trial's params.json): the installed package's
+    version, plus the git commit (`+<commit>[-dirty]`) when the package runs from the top of a
+    git checkout, i.e. from this project's own working tree."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-            cwd=Path(__file__).resolve().parent, timeout=5, check=False,
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
+        version = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parents[1]  # the folder holding the sweep package
+    if _git(root, "rev-parse", "--show-toplevel") != str(root):
+        return version  # installed elsewhere, or inside someone else's repository
+    commit = _git(root, "describe", "--always", "--dirty")
+    return f"{version}+{commit}" if commit else version
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def trial_base(cfg: SweepConfig, version: str = "") -> dict[str, Any]:
-    """Keys shared by every trial of the sweep (the flat params.json contract).
-
-    $SWEEP_INJECT_FAULT (tests only, never in a config) adds `fault_kill_at_epoch`.
-    """
-    fault = int(os.environ.get("SWEEP_INJECT_FAULT", "0") or 0)
-    return ({"fault_kill_at_epoch": fault} if fault else {}) | {
-        "epochs": cfg.epochs, "dataset": cfg.dataset, "model": cfg.model,
-        "optimizer": cfg.optimizer, "momentum": cfg.momentum,
-        "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
-        "diverge_factor": cfg.diverge_factor, "data_dir": cfg.resolved_data_dir,
-        "n_train": cfg.n_train, "cuda_graph": cfg.cuda_graph, "code_version": version,
-        "measure_noise_scale": cfg.measure_noise_scale,
+    """Keys shared by every trial of the sweep: the recipe's, plus where the data is, the
+    steps-to-target setting and the code version (the flat params.json contract)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(Recipe)} | {
+        "data_dir": cfg.resolved_data_dir, "code_version": version,
         "target_metric": cfg.target.metric if cfg.target else "",
         "target_value": cfg.target.value if cfg.target else 0.0,
     }
+
+
+def trial(base: dict[str, Any], batch_size: int, lr: float, warmup_epochs: float, seed: int,
+          phase: str) -> dict[str, Any]:
+    """One trial's config: the shared keys and the ones that vary (contract.TRIAL_KEYS)."""
+    return {**base, "batch_size": batch_size, "lr": lr, "warmup_epochs": warmup_epochs,
+            "seed": seed, "phase": phase}
 
 
 def linear_rule_lr(cfg: SweepConfig, batch_size: int) -> float:
@@ -54,8 +69,7 @@ def grid_trials(cfg: SweepConfig, version: str = "") -> list[dict[str, Any]]:
     """The fixed linear-scaling grid: B x lr multiplier x warmup x seed, in batch order."""
     base = trial_base(cfg, version)
     return [
-        {**base, "batch_size": b, "lr": linear_rule_lr(cfg, b) * m, "warmup_epochs": w,
-         "seed": cfg.seed + s, "phase": "grid"}
+        trial(base, b, linear_rule_lr(cfg, b) * m, w, cfg.seed + s, "grid")
         for b in cfg.batch_sizes
         for m in cfg.grid.lr_multipliers
         for w in cfg.grid.warmup_epochs

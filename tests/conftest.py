@@ -48,6 +48,14 @@ def run_sweep(
     return out
 
 
+def heavy_imports(statement: str) -> list[str]:
+    """Which of torch, Ray and Optuna a fresh Python has imported after running `statement`."""
+    code = f"import sys; {statement}; print(*{{'torch', 'ray', 'optuna'}} & set(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return sorted(out.stdout.split())
+
+
 def sets(*overrides: str) -> list[str]:
     """`--set` arguments: sets("epochs=3", "seeds=2") -> ["--set", "epochs=3", ...]."""
     return [arg for o in overrides for arg in ("--set", o)]

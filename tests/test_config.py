@@ -1,15 +1,17 @@
 """Config loading, overrides, dry run, and bad input: exit 2, one line, nothing written."""
 
+import importlib.metadata
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import CONFIGS, ROOT
 
+from sweep import space
 from sweep.cli import main
 from sweep.config import ConfigError, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "sweep" / "configs"
 DEFAULT = str(CONFIGS / "default.yaml")
 SMOKE = str(CONFIGS / "smoke.yaml")
 
@@ -114,3 +116,14 @@ def test_the_cli_prints_no_traceback_for_bad_input():
 def test_config_error_is_a_value_error():
     with pytest.raises(ConfigError):
         load_config(DEFAULT, ["seeds=0"])
+
+
+def test_the_code_version_is_the_packages_plus_this_checkouts_commit(tmp_path):
+    version = space.code_version()
+    package = importlib.metadata.version("lr-batch-sweep")
+    assert version.startswith(f"{package}+") and len(version) > len(package) + 6
+    for folder in ("sweep", "trainables"):  # a copy outside any git checkout
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    out = subprocess.run([sys.executable, "-c", "from sweep.space import code_version; "
+                          "print(code_version())"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == package, out.stderr

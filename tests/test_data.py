@@ -9,12 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data import (
-    DataUnavailable,
-    check_available,
-    get_loader,
-    load_dataset,
-)
+from trainables.data import DataUnavailable, check_available, get_spec, load_dataset
 
 
 def test_mnist5k_is_4000_train_1000_val_real_digits_cached_as_npy(tmp_path):
@@ -31,7 +26,7 @@ def test_mnist5k_is_4000_train_1000_val_real_digits_cached_as_npy(tmp_path):
         "x_val.npy",
         "y_val.npy",
     }
-    again = get_loader("mnist5k")(tmp_path)  # second load reads the cache
+    again = get_spec("mnist5k").read(tmp_path)  # second load reads the cache
     assert torch.equal(again.y_val, data.y_val)
 
 
@@ -70,7 +65,7 @@ def test_missing_torchvision_data_says_how_to_fetch_it(tmp_path):
 
 def test_unknown_dataset_lists_the_choices():
     with pytest.raises(ValueError, match="choose from mnist5k, mnist, fashion_mnist"):
-        get_loader("imagenet")
+        get_spec("imagenet")
 
 
 def test_fetch_command_prepares_the_bundled_digits(tmp_path):

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 
 from benchmarks import bench, gpu_check, tutorial
 from trainables import fast_step
-from trainables.data import TensorData
+from trainables.contract import TrainConfig
 from trainables.models import get_model
 from trainables.schedule import lr_at
-from trainables.train import TrainConfig, loss_fn, make_optimizer, train
+from trainables.tensor_data import TensorData
+from trainables.train import loss_fn, make_optimizer, train
 
 torch.set_num_threads(1)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

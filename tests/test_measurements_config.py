@@ -1,20 +1,20 @@
-"""Issue 8's config keys (measure_noise_scale, target) from YAML to the trial, and
+"""The measurement keys (measure_noise_scale, target) from YAML to the trial, and
 steps-to-target in the training loop."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIGS
 
 from sweep import space
 from sweep.cli import main
 from sweep.config import load_config
+from trainables.contract import TrainConfig, config_from_dict
 from trainables.data import load_dataset
-from trainables.train import TrainConfig, config_from_dict, train
+from trainables.train import train
 
 torch.set_num_threads(1)
-CONFIGS = Path(__file__).resolve().parents[1] / "sweep" / "configs"
 
 
 def test_the_new_configs_load_and_reach_every_trial():

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.contract import TrainConfig
 from trainables.data import load_dataset
 from trainables.noise_scale import NoiseScaleEMA, ema_decay, g2_estimate, trace_estimate
 from trainables.quadratic import QUADRATIC
-from trainables.train import TrainConfig, train
+from trainables.train import train
 
 torch.set_num_threads(1)
 

@@ -6,9 +6,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from trainables.data import TensorData, load_dataset
+from trainables.contract import DEFAULT_DATA_DIR, TrainConfig, config_from_dict
+from trainables.data import load_dataset
 from trainables.models import get_model
-from trainables.train import TrainConfig, config_from_dict, train
+from trainables.tensor_data import TensorData
+from trainables.train import train
 
 torch.set_num_threads(1)
 
@@ -65,15 +67,9 @@ def test_metrics_follow_the_contract(data):
 
 
 def test_training_learns_the_article_task():
-    data = load_dataset("mnist5k", str(_data_dir()))
+    data = load_dataset("mnist5k", str(DEFAULT_DATA_DIR))
     m = list(train(TrainConfig(batch_size=32, lr=0.004, epochs=1, n_train=2000), data))[-1]
     assert m.metrics.val_acc > 0.7
-
-
-def _data_dir():
-    from trainables.data import DEFAULT_DATA_DIR
-
-    return DEFAULT_DATA_DIR
 
 
 def test_a_planted_nan_is_reported_as_diverged_and_training_stops(data):

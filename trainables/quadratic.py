@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from trainables.data import TensorData
+from trainables.tensor_data import TensorData
 
 
 @dataclass(frozen=True)

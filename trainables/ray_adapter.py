@@ -1,9 +1,14 @@
 """The only place Ray touches training: a Tune function trainable around `train()`.
 
-Per epoch it reports the DESIGN.md metric keys (plus `node_id` and `hostname`, for provenance)
-with a checkpoint, so a restored or retried trial continues from its last finished epoch. The
-data set is cached per worker process (`load_dataset`), so a reused actor keeps it between
-trials; torch gets exactly the CPU threads Ray assigned to the trial.
+Per epoch it reports the contract's metrics (`trainables.contract.EpochMetrics`, plus
+`node_id` and `hostname` for provenance) with a checkpoint, so a restored or retried trial
+continues from its last finished epoch. The data set is cached per worker process
+(`load_dataset`), so a reused actor keeps it between trials; torch gets exactly the CPU
+threads Ray assigned to the trial.
+
+Fault injection for the resilience tests lives here, outside the trial config: with
+$SWEEP_INJECT_FAULT set in the sweep's environment (which Ray's local workers inherit), the
+worker kills itself (`_maybe_inject_fault`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import ray
 import torch
 from ray import tune
 
+from trainables.contract import config_from_dict
 from trainables.data import load_dataset
-from trainables.train import config_from_dict, train
+from trainables.train import train
 
 STATE_FILE = "state.pt"
+FAULT_ENV = "SWEEP_INJECT_FAULT"
 
 
 def _device_and_threads() -> tuple[str, int]:
@@ -54,7 +61,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
         "node_id": ray.get_runtime_context().get_node_id(),
         "hostname": socket.gethostname(),
     }
-    _maybe_inject_fault(cfg.fault_kill_at_epoch, None, resume is not None)
+    _maybe_inject_fault(None, resume is not None)
     for epoch in train(cfg, data, resume):
         with tempfile.TemporaryDirectory() as folder:
             torch.save(epoch.state, Path(folder) / STATE_FILE)
@@ -62,13 +69,14 @@ def tune_trainable(config: dict[str, Any]) -> None:
                 {**asdict(epoch.metrics), **provenance},
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
-        _maybe_inject_fault(cfg.fault_kill_at_epoch, epoch.metrics.epoch, resume is not None)
+        _maybe_inject_fault(epoch.metrics.epoch, resume is not None)
 
 
-def _maybe_inject_fault(setting: int, epoch: int | None, resumed: bool) -> None:
-    """Tests only (set through $SWEEP_INJECT_FAULT). k > 0: the worker process dies (SIGKILL)
-    once, right after reporting epoch k. k < 0: it dies after epoch |k| and again at the start
-    of every retry, so the trial ends failed."""
+def _maybe_inject_fault(epoch: int | None, resumed: bool) -> None:
+    """Tests only: $SWEEP_INJECT_FAULT = k > 0: the worker process dies (SIGKILL) once, right
+    after reporting epoch k. k < 0: it dies after epoch |k| and again at the start of every
+    retry, so the trial ends failed."""
+    setting = int(os.environ.get(FAULT_ENV, "0") or 0)
     die_after = not resumed and epoch == abs(setting)
     die_on_retry = setting < 0 and resumed and epoch is None
     if setting and (die_after or die_on_retry):

@@ -22,83 +22,38 @@ import functools
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables import fast_step, noise_scale
-from trainables.data import DEFAULT_DATA_DIR, TensorData, load_dataset
+from trainables import fast_step
+from trainables.contract import (
+    DEFAULT_MOMENTUM,
+    MOMENTUM_OPTIMIZERS,
+    OPTIMIZERS,
+    TARGET_METRICS,
+    EpochMetrics,
+    TrainConfig,
+    config_from_dict,
+    reached,
+)
+from trainables.data import load_dataset
 from trainables.models import get_model
+from trainables.noise_scale import NoiseScaleMeter
 from trainables.schedule import lr_at, warmup_steps_for
+from trainables.tensor_data import TensorData
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 EVAL_BATCH = 1000  # validation batch on a GPU
 EVAL_BATCH_CPU = 200  # on CPU, activations that stay in cache evaluate ~3x faster than 1000
-TARGET_METRICS = ("val_acc", "val_loss", "train_loss")  # an accuracy reaches its target from
-# below (>= value), a loss from above (<= value)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One trial's resolved configuration: the flat keys of Ray's params.json."""
-
-    batch_size: int
-    lr: float  # peak learning rate, per optimizer step
-    warmup_epochs: float = 0.0  # gradual linear warmup length, in epochs (0 = none)
-    seed: int = 0
-    epochs: int = 5  # budget in epochs (examples), equal for every batch size
-    dataset: str = "mnist5k"
-    model: str = "cnn1"
-    optimizer: str = "sgd"
-    momentum: float = 0.0  # used by momentum/nesterov (default 0.9 there) and adam's beta1
-    weight_decay: float = 0.0
-    phase: str = "grid"  # grid | optuna | confirm
-    schedule: str = "constant"  # after warmup: constant | cosine
-    diverge_factor: float = 10.0  # loss above this x the first batch's loss = diverged
-    data_dir: str = str(DEFAULT_DATA_DIR)
-    n_train: int = 0  # use only the first n training examples (0 = all)
-    cuda_graph: bool = True  # on a GPU, replay the step as a CUDA graph (trainables.fast_step)
-    measure_noise_scale: bool = False  # report B_simple per epoch (no CUDA graph while on)
-    target_metric: str = ""  # steps-to-target: "" = off, else one of TARGET_METRICS
-    target_value: float = 0.0  # ... the value it must reach
-    fault_kill_at_epoch: int = 0  # tests only: SIGKILL own worker once after this epoch
-    code_version: str = ""  # git commit of the sweep's code (provenance; not used here)
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One row of result.json (the metric keys of DESIGN.md's contract)."""
-
-    epoch: int
-    examples_seen: int
-    step: int
-    train_loss: float
-    val_loss: float
-    val_acc: float
-    lr_now: float
-    diverged: bool
-    timesteps_total: int  # = examples_seen: TensorBoard's batch-size-independent x axis
-    train_time_s: float  # trial's own compute time so far (no Ray overhead)
-    noise_scale: float = math.nan  # B_simple = tr(Sigma) / |G|^2 (NaN: not measured)
-    steps_to_target: float = math.nan  # first step count reaching the target (NaN: not yet)
 
 
 @dataclass
 class Epoch:
     metrics: EpochMetrics
     state: dict[str, Any]  # enough to resume after this epoch (`train(..., resume=state)`)
-
-
-def config_from_dict(config: dict[str, Any]) -> TrainConfig:
-    """Ray's dict -> TrainConfig; an unknown key fails loudly with the valid ones."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown trial config key(s) {unknown}; valid keys: {sorted(known)}")
-    return TrainConfig(**config)
 
 
 def make_optimizer(
@@ -108,23 +63,19 @@ def make_optimizer(
     fused SGD, capturable Adam/AdamW), else cfg.lr."""
     lr = cfg.lr if lr is None else lr
     graphed = isinstance(lr, torch.Tensor)
-    sgd_kw: dict[str, Any] = {"fused": True} if graphed else {}
-    adam_kw: dict[str, Any] = {"capturable": True} if graphed else {}
+    momentum = cfg.momentum or DEFAULT_MOMENTUM
+    kw: dict[str, Any] = {"lr": lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay, **sgd_kw)
-    if cfg.optimizer in ("momentum", "nesterov"):
-        return torch.optim.SGD(
-            params, lr=lr, momentum=cfg.momentum or 0.9,
-            nesterov=cfg.optimizer == "nesterov", weight_decay=cfg.weight_decay, **sgd_kw,
-        )
-    betas = (cfg.momentum or 0.9, 0.999)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay,
-                                **adam_kw)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay,
-                                 **adam_kw)
-    raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from {', '.join(OPTIMIZERS)}")
+        return torch.optim.SGD(params, **kw, **({"fused": True} if graphed else {}))
+    if cfg.optimizer in MOMENTUM_OPTIMIZERS:
+        return torch.optim.SGD(params, **kw, momentum=momentum,
+                               nesterov=cfg.optimizer == "nesterov",
+                               **({"fused": True} if graphed else {}))
+    adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
+    if adam is None:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from "
+                         f"{', '.join(OPTIMIZERS)}")
+    return adam(params, **kw, betas=(momentum, 0.999), **({"capturable": True} if graphed else {}))
 
 
 def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -151,17 +102,59 @@ def evaluate(model: nn.Module, data: TensorData) -> tuple[float, float]:
     return loss_sum / n, acc
 
 
-def target_reached(metric: str, value: float, target: float) -> bool:
-    """Has `metric` reached `target`? Accuracies from below, losses from above."""
-    if not math.isfinite(value):
-        return False
-    return value >= target if "acc" in metric else value <= target
-
-
 def _is_diverged(epoch_loss: float, first_loss: float, factor: float) -> bool:
     if not math.isfinite(epoch_loss):
         return True
     return factor > 0 and epoch_loss > factor * max(first_loss, 1e-12)
+
+
+@dataclass
+class Progress:
+    """The loop's own counters, which a resumed trial continues from."""
+
+    epoch: int = 0  # epochs finished
+    first_loss: float = math.nan  # the first batch's loss: the reference for divergence
+    train_time_s: float = 0.0
+    steps_to_target: float = math.nan
+
+
+class TrialState:
+    """Everything a trial needs to continue exactly where it stopped, captured after an epoch
+    as one dict of tensors and numbers (so `torch.load(..., weights_only=True)` reads it):
+    weights, optimizer state, the batch-order, dropout (CPU and GPU) and noise-scale RNG
+    streams, the noise-scale averages and the loop's `Progress`."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator,
+                 lr_tensor: torch.Tensor | None, meter: NoiseScaleMeter | None) -> None:
+        self.model, self.opt, self.order, self.lr_tensor = model, opt, order, lr_tensor
+        self.meter = meter
+        self.device = order.device
+
+    def capture(self, progress: Progress) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "order_rng": self.order.get_state(), "torch_rng": torch.get_rng_state(),
+                 **asdict(progress)}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.meter is not None:
+            state["noise_scale"] = self.meter.capture()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> Progress:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.lr_tensor is not None:  # the loaded state holds a copy; the graph needs ours
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_tensor
+        self.order.set_state(state["order_rng"].cpu())  # a CPU byte tensor on every device
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":  # dropout's stream on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        if self.meter is not None and "noise_scale" in state:
+            self.meter.restore(state["noise_scale"])
+        return Progress(epoch=int(state["epoch"]), first_loss=float(state["first_loss"]),
+                        train_time_s=float(state["train_time_s"]),
+                        steps_to_target=float(state.get("steps_to_target", math.nan)))
 
 
 def train(
@@ -173,11 +166,11 @@ def train(
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training examples")
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = warmup_steps_for(cfg.warmup_epochs, steps_per_epoch)
     if cfg.target_metric and cfg.target_metric not in TARGET_METRICS:
         raise ValueError(f"unknown target_metric '{cfg.target_metric}'; choose from "
                          f"{', '.join(TARGET_METRICS)} (or '' for none)")
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = warmup_steps_for(cfg.warmup_epochs, steps_per_epoch)
 
     torch.manual_seed(cfg.seed)  # init and dropout
     model = get_model(cfg.model)(data.in_shape, data.num_outputs).to(device)
@@ -188,34 +181,19 @@ def train(
                                        cfg.batch_size, total_steps)
     lr_tensor = torch.tensor(cfg.lr, device=device) if graphed else None
     opt = make_optimizer(cfg, model.parameters(), lr_tensor)
-    order_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    first_epoch, first_loss, time_s = 1, math.nan, 0.0
-    reached = math.nan if resume is None else float(resume.get("steps_to_target", math.nan))
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        if lr_tensor is not None:  # the loaded state holds a copy; the graph needs ours
-            for group in opt.param_groups:
-                group["lr"] = lr_tensor
-        order_gen.set_state(resume["order_rng"].cpu() if device.type == "cpu"
-                            else resume["order_rng"])
-        torch.set_rng_state(resume["torch_rng"])
-        if "cuda_rng" in resume and device.type == "cuda":  # dropout's stream on the GPU
-            torch.cuda.set_rng_state(resume["cuda_rng"].cpu(), device)
-        first_epoch = int(resume["epoch"]) + 1
-        first_loss, time_s = float(resume["first_loss"]), float(resume["train_time_s"])
     loss_of = functools.partial(loss_fn, data.task)
+    meter = (NoiseScaleMeter(model, opt, loss_of, x_all, y_all, cfg.batch_size,
+                             steps_per_epoch, cfg.seed) if cfg.measure_noise_scale else None)
+    order = torch.Generator(device=device).manual_seed(cfg.seed)
+    state = TrialState(model, opt, order, lr_tensor, meter)
+    progress = Progress() if resume is None else state.restore(resume)
     step = (fast_step.GraphStep(model, opt, loss_of, x_all, y_all, lr_tensor, cfg.batch_size)
             if lr_tensor is not None else fast_step.EagerStep(model, opt, loss_of, x_all, y_all))
-    meter = (noise_scale.NoiseScaleMeter(model, opt, loss_of, x_all, y_all, cfg.batch_size,
-                                         steps_per_epoch, cfg.seed,
-                                         None if resume is None else resume.get("noise_scale"))
-             if cfg.measure_noise_scale else None)
 
     model.train()
-    for epoch in range(first_epoch, cfg.epochs + 1):
+    for epoch in range(progress.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        perm = torch.randperm(n_train, device=device, generator=order_gen)
+        perm = torch.randperm(n_train, device=device, generator=order)
         loss_sum = torch.zeros((), device=device)
         step0 = (epoch - 1) * steps_per_epoch
         lr = cfg.lr
@@ -225,32 +203,27 @@ def train(
                 meter.before_step(step0 + i)
             loss = step(perm[i * cfg.batch_size : (i + 1) * cfg.batch_size], lr)
             loss_sum += loss
-            if math.isnan(first_loss):
-                first_loss = float(loss)
+            if math.isnan(progress.first_loss):
+                progress.first_loss = float(loss)
         train_loss = float(loss_sum) / steps_per_epoch
-        diverged = _is_diverged(train_loss, first_loss, cfg.diverge_factor)
+        diverged = _is_diverged(train_loss, progress.first_loss, cfg.diverge_factor)
         val_loss, val_acc = (math.nan, math.nan) if diverged else evaluate(model, data)
         diverged = diverged or not math.isfinite(val_loss)
-        time_s += time.perf_counter() - t0
-        examples = epoch * steps_per_epoch * cfg.batch_size
+        progress.epoch = epoch
+        progress.train_time_s += time.perf_counter() - t0
         values = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": train_loss}
-        if cfg.target_metric and math.isnan(reached) and target_reached(
+        if cfg.target_metric and math.isnan(progress.steps_to_target) and reached(
                 cfg.target_metric, values[cfg.target_metric], cfg.target_value):
-            reached = float(epoch * steps_per_epoch)
+            progress.steps_to_target = float(epoch * steps_per_epoch)
+        examples = epoch * steps_per_epoch * cfg.batch_size
         metrics = EpochMetrics(
             epoch=epoch, examples_seen=examples, step=epoch * steps_per_epoch,
             train_loss=train_loss, val_loss=val_loss, val_acc=val_acc, lr_now=lr,
-            diverged=diverged, timesteps_total=examples, train_time_s=time_s,
-            noise_scale=math.nan if meter is None else meter.value, steps_to_target=reached,
+            diverged=diverged, timesteps_total=examples, train_time_s=progress.train_time_s,
+            noise_scale=math.nan if meter is None else meter.value,
+            steps_to_target=progress.steps_to_target,
         )
-        state = {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-            "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
-            **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-            "first_loss": first_loss, "train_time_s": time_s, "steps_to_target": reached,
-            **({"noise_scale": meter.state()} if meter is not None else {}),
-        }
-        yield Epoch(metrics, state)
+        yield Epoch(metrics, state.capture(progress))
         if diverged:
             return
 
