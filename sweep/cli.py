@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweep.cluster import Options, check_storage_arg
+from sweep.cluster import Options, check_storage_arg, use_token_if_available
 from sweep.config import ConfigError, SweepConfig, load_config, with_overrides
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(dry_run(cfg, float(os.cpu_count() or 1), float(torch.cuda.device_count())))
             return 0
         preflight(cfg)
+        use_token_if_available(args.address)  # before Ray is imported (sweep.runner)
 
         from sweep.runner import SweepInterrupted, run_sweep
 

@@ -1,15 +1,17 @@
 """Running the sweep on an existing multi-node Ray cluster: connection, shared storage, checks.
 
 `python -m sweep --address HEAD:PORT` (or `RAY_ADDRESS`) connects to a running cluster instead
-of starting a local Ray; `sweep.runner` calls in here at three points:
+of starting a local Ray; the CLI and `sweep.runner` call in here at four points:
 
-- `prepare_connection(address)` before `ray.init`: an address where nothing listens fails at
-  once (ray.init would retry for minutes). Ray 2.60 turns token authentication on when
-  it finds a token for a cluster it discovers itself, but never for an explicit address, so a
-  driver that has the token (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`)
-  would fail to connect after ~20 s of retries. We switch token mode on whenever a token is at
-  hand and `RAY_AUTH_MODE` is unset; authentication is never turned off here, and a cluster
-  that runs without it gets a warning line.
+- `use_token_if_available(address)`, before anything imports Ray: Ray 2.60 turns token
+  authentication on when it finds a token for a cluster it discovers itself, but never for an
+  explicit address, so a driver that has the token (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or
+  `~/.ray/auth_token`) would fail to connect after ~20 s of retries. We set
+  `RAY_AUTH_MODE=token` whenever a token is at hand and the variable is unset, as a user would
+  export it (Ray reads it once, when it loads its configuration); authentication is never
+  turned off here, and a cluster that runs without it gets a warning line.
+- `check_reachable(address)` before `ray.init`: an address where nothing listens fails at
+  once (ray.init would retry for minutes).
 - `check_cluster(cfg, storage, options)` after `ray.init`, before anything is written: prints
   the nodes and GPUs the driver sees and decides whether the results folder is reachable from
   every node. Ray removed syncing trial folders to the head node in 2.7, so with trials on
@@ -137,7 +139,7 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
                           "RAY_ADDRESS) as `ray start --head` printed it, e.g. 10.0.0.1:6379")
     hosts = [host]
     if host in ("localhost", "127.0.0.1", "::1"):  # Ray itself dials this node's own IP
-        from ray._private.services import get_node_ip_address
+        from ray.util import get_node_ip_address
 
         hosts.append(get_node_ip_address())
     problem: OSError | None = None
@@ -153,19 +155,22 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
         "from this machine, or leave --address and RAY_ADDRESS out for a local Ray")
 
 
-def prepare_connection(address: str | None) -> None:
-    """Before ray.init: fail fast on an address where nothing listens, and turn Ray's token
-    mode on for an explicit address when a token is at hand."""
-    check_reachable(address)
-    if resolve_address(address) is None or "RAY_AUTH_MODE" in os.environ:
-        return
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+def token_at_hand() -> bool:
+    """Does this machine have a Ray token, where Ray looks for one?"""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return Path(path).expanduser().is_file()
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def use_token_if_available(address: str | None) -> None:
+    """For an explicit cluster address, turn Ray's token mode on when a token is at hand and
+    `RAY_AUTH_MODE` is unset. Call it before Ray is imported: Ray reads the mode once."""
+    if resolve_address(address) is not None and "RAY_AUTH_MODE" not in os.environ \
+            and token_at_hand():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def connect_error(address: str | None, err: BaseException) -> ConfigError:

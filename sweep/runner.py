@@ -18,9 +18,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from sweep import cluster, space
 from sweep.config import ConfigError, SweepConfig
-from sweep.search import PhasedSearcher, Plan, StudyState
+from sweep.decide import StudyState
+from sweep.progress import SweepProgress, forget_last_run, last_run
+from sweep.search import PhasedSearcher, Plan
+from trainables.contract import maximize
 
 JOURNAL = "optuna-journal.log"
 CONFIG_FILE = "sweep_config.json"
@@ -35,7 +40,7 @@ def build_plan(cfg: SweepConfig, exp_dir: Path, version: str = "") -> Plan:
             studies[b] = StudyState(
                 batch_size=b, log10_lo=lo, log10_hi=hi,
                 budget=cfg.optuna.trials_per_batch_size,
-                sampler_seed=space.sampler_seed(cfg, i), name=f"{cfg.name}-{run}-B{b}",
+                sampler_seed=space.sampler_seed(cfg, i), base_name=f"{cfg.name}-{run}-B{b}",
             )
     return Plan(
         grid=space.grid_trials(cfg, version), base=space.trial_base(cfg, version),
@@ -114,7 +119,7 @@ def init_ray(address: str | None) -> dict[str, float]:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning",
                               "log_to_driver": True}
-    cluster.prepare_connection(address)  # fails fast on a dead address; token mode for it
+    cluster.check_reachable(address)  # fails fast on a dead address
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as err:
@@ -138,17 +143,19 @@ def make_tuner(cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: fl
     if restore:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
-    searcher = ConcurrencyLimiter(PhasedSearcher(plan, slots), max_concurrent=slots)
+    searcher = PhasedSearcher(plan, slots)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=-1, reuse_actors=True,
-            trial_dirname_creator=space.trial_dirname, trial_name_creator=space.trial_dirname,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=slots), num_samples=-1,
+            reuse_actors=True, trial_dirname_creator=space.trial_dirname,
+            trial_name_creator=space.trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=cfg.name, storage_path=str(exp_dir.parent), verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=[SweepProgress(searcher)],
         ),
     )
 
@@ -178,12 +185,14 @@ def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
           f"{counts['optuna']} optuna, {counts['confirm']} confirm) on {cpus:g} CPUs, "
           f"{gpus:g} GPUs, {slots} at a time; results in {exp_dir}", flush=True)
     t0 = time.time()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines, not Optuna's
     tuner = make_tuner(cfg, exp_dir, plan, slots, gpus, restore=start == "restore")
+    forget_last_run()
     results = tuner.fit()  # Ray absorbs the first Ctrl-C: it saves state and returns
-    searcher = _live_searcher(tuner)
+    end = last_run()  # None: the run ended before it could say
     unfinished = len(results) - results.num_terminated - results.num_errors
-    if unfinished or (searcher is not None and not searcher.state.finished):
-        n_done = len(searcher.state.done) if searcher else len(results) - unfinished
+    if unfinished or (end is not None and not end.finished):
+        n_done = end.trials_done if end else len(results) - unfinished
         raise SweepInterrupted(
             f"[sweep] interrupted after {n_done} finished trials; unfinished ones keep their "
             "last epoch checkpoint; run the same command again to resume")
@@ -197,26 +206,18 @@ class SweepInterrupted(RuntimeError):
     """The sweep stopped before its last trial (Ctrl-C); its state is saved for resuming."""
 
 
-def _live_searcher(tuner: Any) -> PhasedSearcher | None:
-    """The searcher object Ray ran (ours, inside Ray's ConcurrencyLimiter)."""
-    alg = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
-                  "search_alg", None)
-    alg = getattr(alg, "searcher", alg)
-    return alg if isinstance(alg, PhasedSearcher) else None
-
-
 def format_resources(res: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in res.items())
 
 
 def measurement_lines(cfg: SweepConfig) -> list[str]:
-    """What the trials measure beyond the contract's metrics (issue 8)."""
+    """What the trials measure beyond the contract's quality metrics."""
     out = []
     if cfg.measure_noise_scale:
         out.append("every trial measures the gradient noise scale B_simple (`noise_scale`; "
                    "about +50% gradient compute, no CUDA graphs)")
     if cfg.target is not None:
-        sign = ">=" if "acc" in cfg.target.metric else "<="
+        sign = ">=" if maximize(cfg.target.metric) else "<="
         out.append(f"every trial reports its steps to {cfg.target.metric} {sign} "
                    f"{cfg.target.value:g} (`steps_to_target`)")
     return out

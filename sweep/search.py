@@ -6,46 +6,33 @@
    study as evaluated trials, not re-run), studies served round-robin so they run concurrently.
    When a study's best lr lies within one step (range / trials) of an edge of its range, the
    range is widened (at most `max_widenings` times, each adding half the budget): a new study
-   `<name>-w<k>` over the wider range is seeded with every earlier trial and continues.
+   `<name>-w<k>` over the wider range is seeded with every earlier trial and continues. When
+   the budget is spent and the best lr has no feasible trial on one side, up to two more trials
+   bracket it.
 3. confirm: as soon as a batch size's study is done, its `top_k` best (lr, warmup) pairs are
    re-run with `confirm.seeds` new seeds, so the analysis sees seed-to-seed spread.
 
-Studies live in a JournalStorage file inside the experiment folder (never SQLite: parallel
-writers lock it); their names carry the sweep name, a run id and the batch size, so two
-sweeps never merge. The searcher limits concurrency itself (`set_max_concurrency`), so the
-`ConcurrencyLimiter` around it passes calls through and its state is saved with ours: Ray's
-limiter does not save the trials it holds, which breaks `Tuner.restore`.
+This module is the phase logic behind Ray's `Searcher` interface; the decisions are pure
+functions in `sweep.decide`, the Optuna bookkeeping is `sweep.studies`, and what the sweep
+prints comes out through `sweep.progress` (the searcher only records notes). The searcher limits
+concurrency itself (`set_max_concurrency`), so the `ConcurrencyLimiter` around it passes calls
+through and its state is saved with ours: Ray's limiter does not save the trials it holds,
+which breaks `Tuner.restore`.
 """
 
 from __future__ import annotations
 
-import math
 import pickle
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 from ray.tune.search import Searcher
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-LR, WARMUP = "lr", "warmup_epochs"
-MAX_BRACKETS = 2  # extra trials per study to bracket a best lr that sits at a feasible edge
-
-
-@dataclass
-class StudyState:
-    batch_size: int
-    log10_lo: float
-    log10_hi: float
-    budget: int  # Optuna trials to run (grows with each widening)
-    sampler_seed: int
-    name: str
-    asked: int = 0
-    widenings: int = 0
-    brackets: int = 0  # extra trials placed to bracket the best lr
+from sweep import decide, space
+from sweep.decide import Done, StudyState
+from sweep.studies import Studies
 
 
 @dataclass
@@ -69,22 +56,12 @@ class Plan:
 
 
 @dataclass
-class Done:
-    phase: str
-    batch_size: int
-    lr: float
-    warmup: float
-    seed: int
-    value: float  # nan when diverged or failed
-    diverged: bool
-    failed: bool = False
-
-
-@dataclass
 class Live:
+    """A suggested trial that has not finished yet."""
+
     phase: str
     config: dict[str, Any]
-    study: str = ""
+    study: str = ""  # the study an Optuna trial was asked from, and its number there
     number: int = -1
 
 
@@ -99,17 +76,6 @@ class State:
     finished: bool = False  # nothing left to suggest (running trials may still be going)
 
 
-def make_sampler(kind: str, seed: int, budget: int) -> optuna.samplers.BaseSampler:
-    startup = max(2, budget // 3)
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    if kind == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
-    raise ValueError(f"unknown sampler '{kind}'; choose from tpe, gp, qmc")
-
-
 class PhasedSearcher(Searcher):
     def __init__(self, plan: Plan, max_concurrent: int = 1) -> None:
         super().__init__(metric=plan.metric, mode=plan.mode)
@@ -118,7 +84,19 @@ class PhasedSearcher(Searcher):
         self.max_concurrent = max_concurrent
         self.run_id = uuid.uuid4().hex[:8]
         self.started = time.time()
-        self._studies: dict[str, optuna.Study] = {}  # rebuilt from the journal, not pickled
+        self._studies: Studies | None = None  # reopened from the journal, never pickled
+        self._new_notes: list[str] = []  # notes not yet printed (sweep.progress takes them)
+
+    @property
+    def maximize(self) -> bool:
+        return self.plan.mode == "max"
+
+    @property
+    def studies(self) -> Studies:
+        if self._studies is None:
+            p = self.plan
+            self._studies = Studies(p.journal_path, p.sampler, self.maximize, p.warmup_choices)
+        return self._studies
 
     # ------------------------------------------------------------------ Ray's interface
     def set_max_concurrency(self, max_concurrent: int) -> bool:
@@ -146,21 +124,14 @@ class PhasedSearcher(Searcher):
         live = self.state.live.pop(trial_id, None)
         if live is None:
             return
-        c = live.config
-        diverged = bool(result and result.get("diverged"))
-        value = float(result[self.plan.metric]) if result and self.plan.metric in result \
-            else math.nan
-        if diverged or not math.isfinite(value):
-            value = math.nan
-        done = Done(live.phase, c["batch_size"], c["lr"], c["warmup_epochs"], c["seed"],
-                    value, diverged, failed=error or result is None)
+        done = decide.outcome(trial_id, live.phase, live.config, result, self.plan.metric, error)
         self.state.done.append(done)
-        if live.phase == "grid" and self.plan.studies:
-            self._tell_grid(done)
-        elif live.phase == "optuna":
-            self._tell_optuna(live, done)
-            self._maybe_widen(c["batch_size"]) or self._maybe_bracket(c["batch_size"])
-        self._print_progress(done, result)
+        st = self.plan.studies.get(done.batch_size)
+        if live.phase == "grid" and st is not None and not done.failed:
+            self.studies.add(st, done, self._told_value(done))
+        elif live.phase == "optuna" and st is not None:
+            self._tell_optuna(live, done, st)
+            self._maybe_widen(st) or self._maybe_bracket(st)
 
     def get_state(self) -> dict[str, Any]:
         return {"plan": self.plan, "state": self.state, "run_id": self.run_id,
@@ -170,7 +141,7 @@ class PhasedSearcher(Searcher):
         self.plan, self.state = state["plan"], state["state"]
         self.run_id, self.started = state["run_id"], state["started"]
         self.max_concurrent = state["max_concurrent"]
-        self._studies = {}
+        self._studies, self._new_notes = None, []
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -182,10 +153,10 @@ class PhasedSearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
-        d["_studies"] = {}
+        d["_studies"], d["_new_notes"] = None, []
         return d
 
-    # ------------------------------------------------------------------ totals
+    # ------------------------------------------------------------------ for sweep.progress
     def totals(self) -> dict[str, int]:
         p = self.plan
         n_confirm = len(p.batch_sizes) * p.confirm_top_k * len(p.confirm_seeds)
@@ -197,6 +168,14 @@ class PhasedSearcher(Searcher):
         for d in self.state.done:
             counts[d.phase] += 1
         return counts
+
+    def done_of(self, trial_id: str) -> Done | None:
+        return next((d for d in reversed(self.state.done) if d.trial_id == trial_id), None)
+
+    def take_notes(self) -> list[str]:
+        """The notes (a widened range, a bracketing trial) recorded since the last call."""
+        notes, self._new_notes = self._new_notes, []
+        return notes
 
     # ------------------------------------------------------------------ phases
     def _next_grid(self) -> Live | None:
@@ -217,21 +196,17 @@ class PhasedSearcher(Searcher):
                    if lv.phase == phase and lv.config["batch_size"] == batch_size)
 
     def _next_optuna(self) -> Live | None:
-        ready = [s for s in self.plan.studies.values()
-                 if s.asked < s.budget and self._grid_finished(s.batch_size)]
-        if not ready:
+        sizes = self.plan.batch_sizes
+        st = decide.next_study(list(self.plan.studies.values()),
+                               {b: self._in_flight(b, "optuna") for b in sizes},
+                               {b for b in sizes if self._grid_finished(b)})
+        if st is None:
             return None
-        st = min(ready, key=lambda s: (s.asked + self._in_flight(s.batch_size, "optuna"),
-                                       s.batch_size))
-        study = self._study(st)
-        trial = study.ask()
-        lr = trial.suggest_float(LR, 10**st.log10_lo, 10**st.log10_hi, log=True)
-        warmup = trial.suggest_categorical(WARMUP, self.plan.warmup_choices)
-        trial.set_user_attr("phase", "optuna")
+        number, lr, warmup = self.studies.ask(st)
         st.asked += 1
-        config = {**self.plan.base, "batch_size": st.batch_size, "lr": lr,
-                  "warmup_epochs": warmup, "seed": self.plan.optuna_seed, "phase": "optuna"}
-        return Live("optuna", config, study=st.name, number=trial.number)
+        config = space.trial(self.plan.base, st.batch_size, lr, warmup, self.plan.optuna_seed,
+                             "optuna")
+        return Live("optuna", config, study=st.name, number=number)
 
     def _study_finished(self, st: StudyState) -> bool:
         return (st.asked >= st.budget and self._in_flight(st.batch_size, "optuna") == 0
@@ -245,28 +220,15 @@ class PhasedSearcher(Searcher):
             st = self.plan.studies.get(b)
             finished = self._study_finished(st) if st else self._grid_finished(b)
             if finished and b not in self.state.confirmed:
-                self.state.confirm_queue.extend(self._confirm_configs(b))
+                best_first = decide.ranked(self.state.done, b, self.maximize)
+                self.state.confirm_queue.extend(
+                    space.trial(self.plan.base, b, lr, w, seed, "confirm")
+                    for lr, w in decide.confirm_picks(best_first, self.plan.confirm_top_k)
+                    for seed in self.plan.confirm_seeds)
                 self.state.confirmed.append(b)
         if not self.state.confirm_queue:
             return None
         return Live("confirm", self.state.confirm_queue.pop(0))
-
-    def _confirm_configs(self, batch_size: int) -> list[dict[str, Any]]:
-        ranked = self._ranked(batch_size)
-        picked: list[tuple[float, float]] = []
-        for d in ranked:
-            if (d.lr, d.warmup) not in picked:
-                picked.append((d.lr, d.warmup))
-            if len(picked) == self.plan.confirm_top_k:
-                break
-        return [{**self.plan.base, "batch_size": batch_size, "lr": lr, "warmup_epochs": w,
-                 "seed": s, "phase": "confirm"}
-                for lr, w in picked for s in self.plan.confirm_seeds]
-
-    def _ranked(self, batch_size: int) -> list[Done]:
-        feasible = [d for d in self.state.done if d.batch_size == batch_size
-                    and d.phase != "confirm" and math.isfinite(d.value)]
-        return sorted(feasible, key=lambda d: d.value, reverse=self.plan.mode == "max")
 
     def _nothing_left(self) -> bool:
         if self.state.grid_next < len(self.plan.grid) or self.state.confirm_queue:
@@ -275,150 +237,49 @@ class PhasedSearcher(Searcher):
             return False
         return not self._confirming() or set(self.plan.batch_sizes) <= set(self.state.confirmed)
 
-    # ------------------------------------------------------------------ Optuna
-    def _storage(self) -> optuna.storages.BaseStorage:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+    # ------------------------------------------------------------------ telling Optuna
+    def _told_value(self, done: Done) -> float:
+        """The trial's metric, or for a diverged one a value worse than any seen."""
+        return done.value if done.feasible else decide.penalty(self.state.done, self.maximize)
 
-        return JournalStorage(JournalFileBackend(self.plan.journal_path))
-
-    def _study(self, st: StudyState) -> optuna.Study:
-        if st.name not in self._studies:
-            self._studies[st.name] = optuna.create_study(
-                study_name=st.name, storage=self._storage(), load_if_exists=True,
-                direction="minimize" if self.plan.mode == "min" else "maximize",
-                sampler=make_sampler(self.plan.sampler, st.sampler_seed, st.budget),
-            )
-        return self._studies[st.name]
-
-    def _distributions(self, st: StudyState) -> dict[str, Any]:
-        return {
-            LR: optuna.distributions.FloatDistribution(10**st.log10_lo, 10**st.log10_hi,
-                                                       log=True),
-            WARMUP: optuna.distributions.CategoricalDistribution(self.plan.warmup_choices),
-        }
-
-    def _penalty(self) -> float:
-        """Value told for a diverged trial: worse than every finite value seen."""
-        finite = [d.value for d in self.state.done if math.isfinite(d.value)]
-        if not finite:
-            return 10.0 if self.plan.mode == "min" else 0.0
-        spread = max(finite) - min(finite)
-        if self.plan.mode == "min":
-            return max(finite) + max(spread, 1e-3)
-        return min(finite) - max(spread, 1e-3)
-
-    def _value_or_penalty(self, done: Done) -> float:
-        return done.value if math.isfinite(done.value) else self._penalty()
-
-    def _tell_grid(self, done: Done) -> None:
-        st = self.plan.studies.get(done.batch_size)
-        if st is None or done.failed:
-            return
-        self._study(st).add_trial(optuna.trial.create_trial(
-            params={LR: done.lr, WARMUP: done.warmup}, distributions=self._distributions(st),
-            value=self._value_or_penalty(done), user_attrs={"phase": "grid",
-                                                             "diverged": done.diverged},
-        ))
-
-    def _tell_optuna(self, live: Live, done: Done) -> None:
-        st = self.plan.studies[done.batch_size]
-        study = self._study_by_name(live.study, st)
-        attrs = {"phase": "optuna", "diverged": done.diverged}
+    def _tell_optuna(self, live: Live, done: Done, st: StudyState) -> None:
         if done.failed:
-            study.tell(live.number, state=optuna.trial.TrialState.FAIL)
+            self.studies.tell_asked(live.study, st, live.number, None)
             return
-        study.tell(live.number, self._value_or_penalty(done))
+        value = self._told_value(done)
+        self.studies.tell_asked(live.study, st, live.number, value)
         if live.study != st.name:  # widened meanwhile: carry the result into the new study
-            self._study(st).add_trial(optuna.trial.create_trial(
-                params={LR: done.lr, WARMUP: done.warmup},
-                distributions=self._distributions(st),
-                value=self._value_or_penalty(done), user_attrs=attrs))
+            self.studies.add(st, done, value)
 
-    def _study_by_name(self, name: str, st: StudyState) -> optuna.Study:
-        if name == st.name:
-            return self._study(st)
-        if name not in self._studies:
-            self._studies[name] = optuna.load_study(study_name=name, storage=self._storage())
-        return self._studies[name]
+    def _maybe_widen(self, st: StudyState) -> bool:
+        p = self.plan
+        w = decide.widening(st, self.state.done, p.max_widenings, p.widen_decades,
+                            self.maximize)
+        if w is None:
+            return False
+        old = (st.log10_lo, st.log10_hi)
+        st.log10_lo, st.log10_hi = w.log10_range
+        st.widenings += 1
+        st.budget += w.extra
+        for d in self.state.done:  # the new study starts from everything run so far
+            if d.batch_size == st.batch_size and d.phase in ("grid", "optuna") and not d.failed:
+                self.studies.add(st, d, self._told_value(d))
+        self._note(f"[optuna] B={st.batch_size}: best lr {w.best_lr:.3g} is at the {w.edge} "
+                   f"edge of [{10**old[0]:.3g}, {10**old[1]:.3g}]; widened to "
+                   f"[{10**st.log10_lo:.3g}, {10**st.log10_hi:.3g}] and added {w.extra} "
+                   f"trials (widening {st.widenings}/{p.max_widenings})")
+        return True
 
-    def _maybe_bracket(self, batch_size: int) -> None:
-        """When a study's budget is spent and its best lr has no feasible trial on one side
-        (typically just below the divergence edge), add one trial at the geometric midpoint
-        of the gap, at most MAX_BRACKETS times: the analysis needs the optimum bracketed."""
-        st = self.plan.studies[batch_size]
-        if st.asked < st.budget or st.brackets >= MAX_BRACKETS:
-            return
-        ranked = self._ranked(batch_size)
-        if not ranked:
-            return
-        best = ranked[0]
-        tried = [d for d in self.state.done if d.batch_size == batch_size
-                 and d.phase in ("grid", "optuna") and not d.failed]
-        feasible = [d.lr for d in tried if math.isfinite(d.value)]
-        infeasible = [d.lr for d in tried if not math.isfinite(d.value)]
-        target = None
-        if not [lr for lr in feasible if lr > best.lr]:
-            above = min([lr for lr in infeasible if lr > best.lr], default=10**st.log10_hi)
-            target = math.sqrt(best.lr * above)
-        elif not [lr for lr in feasible if lr < best.lr]:
-            below = max([lr for lr in infeasible if lr < best.lr], default=10**st.log10_lo)
-            target = math.sqrt(best.lr * below)
-        if target is None or abs(math.log10(target / best.lr)) < 0.02:
+    def _maybe_bracket(self, st: StudyState) -> None:
+        b = decide.bracket(st, self.state.done, self.maximize)
+        if b is None:
             return
         st.brackets += 1
         st.budget += 1
-        self._study(st).enqueue_trial({LR: target, WARMUP: best.warmup},
-                                      user_attrs={"bracket": True})
-        msg = (f"[optuna] B={batch_size}: best lr {best.lr:.3g} has no feasible trial on one "
-               f"side; added a trial at {target:.3g} to bracket it")
-        self.state.notes.append(msg)
-        print(msg, flush=True)
+        self.studies.enqueue(st, b.lr, b.best.warmup)
+        self._note(f"[optuna] B={st.batch_size}: best lr {b.best.lr:.3g} has no feasible trial "
+                   f"on one side; added a trial at {b.lr:.3g} to bracket it")
 
-    def _maybe_widen(self, batch_size: int) -> bool:
-        st = self.plan.studies[batch_size]
-        n_optuna = sum(1 for d in self.state.done
-                       if d.phase == "optuna" and d.batch_size == batch_size)
-        ranked = self._ranked(batch_size)
-        if st.widenings >= self.plan.max_widenings or not ranked or n_optuna < max(
-                3, st.budget // 3):
-            return False
-        step = (st.log10_hi - st.log10_lo) / max(st.budget, 1)
-        best = math.log10(ranked[0].lr)
-        up, down = best > st.log10_hi - step, best < st.log10_lo + step
-        if not (up or down):
-            return False
-        old = (st.log10_lo, st.log10_hi)
-        st.log10_hi += self.plan.widen_decades if up else 0.0
-        st.log10_lo -= self.plan.widen_decades if down else 0.0
-        st.widenings += 1
-        extra = max(1, st.budget // 2)
-        st.budget += extra
-        st.name = f"{st.name.split('-w')[0]}-w{st.widenings}"
-        study = self._study(st)
-        for d in self.state.done:
-            if d.batch_size == batch_size and d.phase in ("grid", "optuna") and not d.failed:
-                study.add_trial(optuna.trial.create_trial(
-                    params={LR: d.lr, WARMUP: d.warmup}, distributions=self._distributions(st),
-                    value=self._value_or_penalty(d),
-                    user_attrs={"phase": d.phase, "diverged": d.diverged}))
-        msg = (f"[optuna] B={batch_size}: best lr {10**best:.3g} is at the "
-               f"{'upper' if up else 'lower'} edge of [{10**old[0]:.3g}, {10**old[1]:.3g}]; "
-               f"widened to [{10**st.log10_lo:.3g}, {10**st.log10_hi:.3g}] and added {extra} "
-               f"trials (widening {st.widenings}/{self.plan.max_widenings})")
-        self.state.notes.append(msg)
-        print(msg, flush=True)
-        return True
-
-    # ------------------------------------------------------------------ output
-    def _print_progress(self, done: Done, result: dict | None) -> None:
-        totals, counts = self.totals(), self.finished_counts()
-        n, total = sum(counts.values()), sum(totals.values())
-        phases = " | ".join(f"{p} {counts[p]}/{totals[p]}" for p in totals if totals[p])
-        outcome = ("FAILED" if done.failed else "diverged" if done.diverged
-                   else f"{self.plan.metric} {done.value:.4f}")
-        secs = (result or {}).get("time_total_s", math.nan)
-        elapsed = time.time() - self.started
-        print(f"[sweep {n}/{total}] {phases} | {done.phase} B={done.batch_size} "
-              f"lr={done.lr:.3g} warmup={done.warmup:g} seed={done.seed}: {outcome} "
-              f"({secs:.1f} s; {elapsed / 60:.1f} min elapsed)", flush=True)
+    def _note(self, message: str) -> None:
+        self.state.notes.append(message)
+        self._new_notes.append(message)

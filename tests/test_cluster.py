@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SMOKE, free_port, run_sweep
 
 from sweep.cluster import (
     ClusterInfo,
@@ -36,11 +37,10 @@ from sweep.cluster import (
     journal_path,
     require_journal_ok,
     require_shared,
+    use_token_if_available,
 )
 from sweep.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "sweep" / "configs" / "smoke.yaml"
 RAY = Path(sys.executable).parent / "ray"
 
 MOUNTS = """\
@@ -127,13 +127,27 @@ def test_an_address_where_nothing_listens_fails_at_once_with_the_fix():
     check_reachable("auto")  # left to Ray
 
 
+def test_a_token_at_hand_turns_token_mode_on_for_an_explicit_address_only(tmp_path,
+                                                                          monkeypatch):
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    use_token_if_available("10.0.0.1:6379")
+    assert "RAY_AUTH_MODE" not in os.environ  # no token: nothing to turn on
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    use_token_if_available("10.0.0.1:6379")
+    assert "RAY_AUTH_MODE" not in os.environ  # the token file is not there
+    (tmp_path / "token").write_text("secret")
+    use_token_if_available(None)
+    assert "RAY_AUTH_MODE" not in os.environ  # a local Ray decides for itself
+    use_token_if_available("10.0.0.1:6379")
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    use_token_if_available("10.0.0.1:6379")
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"  # the user's choice stands
+
+
 # ---------------------------------------------------------------------------- real cluster
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stop(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each `ray start --block` we started (it stops its node), then kill leftovers."""
     for p in reversed(procs):
@@ -159,10 +173,10 @@ def ray_cluster(tmp_path_factory):
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     temp = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: Ray's socket paths are limited
     logs = tmp_path_factory.mktemp("ray-logs")
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--num-gpus=0", "--block", "--disable-usage-stats",
-              f"--dashboard-agent-listen-port={_free_port()}"]
+              f"--dashboard-agent-listen-port={free_port()}"]
     procs: list[subprocess.Popen] = []
 
     def start(name: str, *args: str) -> None:
@@ -173,7 +187,7 @@ def ray_cluster(tmp_path_factory):
 
     try:
         start("head", "--head", f"--port={port}", f"--temp-dir={temp}",
-              "--include-dashboard=false", f"--ray-client-server-port={_free_port()}")
+              "--include-dashboard=false", f"--ray-client-server-port={free_port()}")
         deadline = time.time() + 60
         while time.time() < deadline:
             assert procs[0].poll() is None, (logs / "head.log").read_text()[-2000:]
@@ -204,11 +218,8 @@ def _sweep(address: str, token: str, storage: Path, *extra: str,
     env["RAY_AUTH_TOKEN"] = token  # RAY_AUTH_MODE is left to the sweep unless given
     if auth_mode:
         env["RAY_AUTH_MODE"] = auth_mode
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", "--config", str(SMOKE), "--address", address,
-         "--storage", str(storage), "--no-report", *extra],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )
+    return run_sweep(storage, "--address", address, "--no-report", *extra, env=env,
+                     timeout=240, check=False)
 
 
 @pytest.mark.integration

@@ -5,13 +5,12 @@ Real local Ray, real Optuna studies in a real journal file; the known answer com
 """
 
 import json
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import CONFIGS, run_sweep, sets
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -19,29 +18,14 @@ from sweep.config import load_config
 from sweep.runner import build_plan
 from trainables.quadratic import best_lr
 
-ROOT = Path(__file__).resolve().parents[1]
-QUADRATIC = ROOT / "sweep" / "configs" / "quadratic.yaml"
+QUADRATIC = CONFIGS / "quadratic.yaml"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def run_sweep(storage: Path, name: str, *sets: str) -> str:
-    args = [
-        sys.executable,
-        "-m",
-        "sweep",
-        "--config",
-        str(QUADRATIC),
-        "--storage",
-        str(storage),
-        "--name",
-        name,
-        "--no-report",
-    ]
-    for s in sets:
-        args += ["--set", s]
-    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=400)
-    assert out.returncode == 0, out.stderr[-3000:]
+def quadratic_sweep(storage: Path, name: str, *overrides: str) -> str:
+    out = run_sweep(storage, "--name", name, "--no-report", *sets(*overrides), config=QUADRATIC,
+                    timeout=400)
     return out.stdout
 
 
@@ -68,7 +52,7 @@ def storage(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def searched(storage) -> tuple[Path, str]:
-    out = run_sweep(storage, "search", "optuna.trials_per_batch_size=14")
+    out = quadratic_sweep(storage, "search", "optuna.trials_per_batch_size=14")
     return storage / "search", out
 
 
@@ -118,7 +102,7 @@ def test_confirmation_reruns_the_best_lr_with_new_seeds(searched):
 
 
 def test_a_range_that_misses_the_optimum_is_widened_until_it_holds_it(storage, searched):
-    out = run_sweep(
+    out = quadratic_sweep(
         storage,
         "narrow",
         "batch_sizes=[16]",

@@ -7,18 +7,15 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ROOT, run_sweep, sets, sweep_cmd
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "sweep" / "configs" / "smoke.yaml")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,11 +24,6 @@ RESUMABLE = ["--set", "dataset=mnist5k", "--set", "n_train=1000", "--set", "epoc
              "--set", "batch_sizes=[8,16]", "--set", "grid.lr_multipliers=[1]",
              "--set", "optuna.trials_per_batch_size=2", "--set", "confirm.top_k=1",
              "--set", "confirm.seeds=1"]
-
-
-def sweep_cmd(storage: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sweep", "--config", SMOKE, "--storage", str(storage),
-            "--no-report", *extra]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -61,7 +53,7 @@ def trial_rows(exp: Path) -> dict[str, tuple[dict, list[dict]]]:
 
 def test_ctrl_c_then_a_killed_machine_then_resume_loses_and_repeats_nothing(tmp_path):
     exp = tmp_path / "smoke"
-    cmd = sweep_cmd(tmp_path, *RESUMABLE)
+    cmd = sweep_cmd(tmp_path, "--no-report", *RESUMABLE)
 
     # 1. Ctrl-C while trials run: Ray saves state, the CLI says how to resume
     log1 = tmp_path / "run1.log"
@@ -130,10 +122,8 @@ def test_ctrl_c_then_a_killed_machine_then_resume_loses_and_repeats_nothing(tmp_
 
 def test_a_crashed_worker_is_retried_from_its_checkpoint(tmp_path):
     env = {**os.environ, "SWEEP_INJECT_FAULT": "1"}  # every worker dies once after epoch 1
-    out = subprocess.run(sweep_cmd(tmp_path, "--set", "batch_sizes=[8]", "--set",
-                                   "grid.lr_multipliers=[1]", "--set", "epochs=3"),
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_sweep(tmp_path, "--no-report", *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]",
+                                             "epochs=3"), env=env)
     trials = trial_rows(tmp_path / "smoke")
     assert len(trials) == 2
     for _, rows in trials.values():
@@ -143,26 +133,20 @@ def test_a_crashed_worker_is_retried_from_its_checkpoint(tmp_path):
 
 def test_a_worker_that_keeps_crashing_is_marked_failed_and_the_sweep_goes_on(tmp_path):
     env = {**os.environ, "SWEEP_INJECT_FAULT": "-1"}  # dies after epoch 1 and on every retry
-    out = subprocess.run(sweep_cmd(tmp_path, "--set", "batch_sizes=[8]", "--set",
-                                   "grid.lr_multipliers=[1]", "--set", "max_failures=1"),
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_sweep(tmp_path, "--no-report", *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]",
+                                                   "max_failures=1"), env=env)
     assert "2 failed" in out.stdout and out.stdout.count("FAILED") == 2
     assert len(list((tmp_path / "smoke").glob("*/error.txt"))) == 2
 
 
 def test_fresh_moves_the_old_sweep_aside_and_a_changed_config_is_refused(tmp_path):
-    tiny = ["--set", "batch_sizes=[8]", "--set", "grid.lr_multipliers=[1]"]
-    assert subprocess.run(sweep_cmd(tmp_path, *tiny), cwd=ROOT, capture_output=True,
-                          timeout=300).returncode == 0
-    changed = subprocess.run(sweep_cmd(tmp_path, *tiny, "--set", "epochs=3"), cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+    tiny = ["--no-report", *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]")]
+    run_sweep(tmp_path, *tiny)
+    changed = run_sweep(tmp_path, *tiny, *sets("epochs=3"), timeout=120, check=False)
     assert changed.returncode == 2
     assert "different config; pass --fresh" in changed.stderr
     assert "Traceback" not in changed.stderr
-    fresh = subprocess.run(sweep_cmd(tmp_path, *tiny, "--set", "epochs=3", "--fresh"),
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    fresh = run_sweep(tmp_path, *tiny, *sets("epochs=3"), "--fresh")
     assert "moved the earlier 'smoke'" in fresh.stdout
     (old,) = tmp_path.glob("smoke.old-*")
     assert len(list(old.glob("*/params.json"))) == 2  # nothing deleted
@@ -177,8 +161,8 @@ def test_fresh_moves_the_old_sweep_aside_and_a_changed_config_is_refused(tmp_pat
 
 
 def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path):
-    out = subprocess.run(sweep_cmd(tmp_path / "r", "--address", "127.0.0.1:1"), cwd=ROOT,
-                         capture_output=True, text=True, timeout=180)
+    out = run_sweep(tmp_path / "r", "--no-report", "--address", "127.0.0.1:1", timeout=180,
+                    check=False)
     assert out.returncode == 2
     assert "cannot reach the Ray cluster at '127.0.0.1:1'" in out.stderr
     assert "Traceback" not in out.stderr

@@ -4,12 +4,13 @@ real journal file; no Ray needed to decide what to suggest next)."""
 import math
 
 import optuna
+from conftest import SMOKE
 
 from sweep.config import load_config
+from sweep.decide import Done
+from sweep.progress import progress_line
 from sweep.runner import build_plan
 from sweep.search import PhasedSearcher, Searcher
-
-SMOKE = "sweep/configs/smoke.yaml"
 
 
 def drive(searcher: PhasedSearcher, value_of) -> list[dict]:
@@ -41,7 +42,7 @@ def test_best_lr_just_below_the_divergence_edge_gets_bracketed(tmp_path):
     assert 7 <= len(optuna_lrs) <= 8  # 6 + one or two bracketing trials
     assert "to bracket it" in " ".join(searcher.state.notes)
     study = optuna.load_study(study_name=searcher.plan.studies[8].name,
-                              storage=searcher._storage())
+                              storage=searcher.studies.storage)
     bracket = [t for t in study.trials if t.user_attrs.get("bracket")]
     assert bracket and all(t.state == optuna.trial.TrialState.COMPLETE for t in bracket)
     # the confirmation re-runs the best feasible lr with new seeds
@@ -63,3 +64,37 @@ def test_state_survives_save_and_restore(tmp_path):
     assert b.state.grid_next == a.state.grid_next and set(b.state.live) == {"x1"}
     assert b.max_concurrent == 2 and len(b.state.done) == 1
     assert first["phase"] == "grid"
+
+
+def test_widened_studies_of_a_sweep_named_with_dash_w_stay_apart(tmp_path):
+    # the old code cut a study's name at its first "-w" to name the widened one, so in a sweep
+    # named "lr-warmup" every batch size's widened study was "lr-w1": one merged study
+    cfg = load_config(SMOKE, ["name=lr-warmup", "batch_sizes=[8,32]", "grid.lr_multipliers=[1]",
+                              "grid.warmup_epochs=[0]", "optuna.warmup_epochs=[0]",
+                              "optuna.trials_per_batch_size=4", "optuna.lr_range_decades=0.5",
+                              "optuna.max_widenings=1"])
+    searcher = PhasedSearcher(build_plan(cfg, tmp_path), max_concurrent=1)
+    drive(searcher, lambda lr: 1.0 - math.log10(lr) / 10)  # the larger the lr, the better
+    names = set(optuna.get_all_study_names(searcher.studies.storage))
+    widened = {n for n in names if n.endswith("-w1")}
+    assert len(names) == 4 and len(widened) == 2, names
+    for b in (8, 32):
+        (name,) = [n for n in widened if n.startswith("lr-warmup-") and f"-B{b}-" in n]
+        trials = optuna.load_study(study_name=name, storage=searcher.studies.storage).trials
+        assert {t.user_attrs["phase"] for t in trials} == {"grid", "optuna"}
+    assert sum("widened to" in note for note in searcher.state.notes) == 2
+
+
+def test_the_progress_line_counts_the_phases_and_names_the_trial():
+    counts, totals = {"grid": 14, "optuna": 1, "confirm": 0}, {"grid": 14, "optuna": 56,
+                                                                "confirm": 28}
+    trial = Done("optuna", 8, 0.000758, 0.0, 0, 0.3723, False)
+    assert progress_line(trial, counts, totals, "val_loss", 9.1, 114) == (
+        "[sweep 15/98] grid 14/14 | optuna 1/56 | confirm 0/28 | optuna B=8 lr=0.000758 "
+        "warmup=0 seed=0: val_loss 0.3723 (9.1 s; 1.9 min elapsed)")
+    grid_only = {"grid": 12, "optuna": 0, "confirm": 0}
+    failed = Done("grid", 32, 0.4, 1.0, 0, math.nan, False, failed=True)
+    assert progress_line(failed, grid_only, grid_only, "val_loss", math.nan, 60).startswith(
+        "[sweep 12/12] grid 12/12 | grid B=32 lr=0.4 warmup=1 seed=0: FAILED (nan s;")
+    diverged = Done("grid", 32, 0.4, 1.0, 0, math.nan, True)
+    assert ": diverged (" in progress_line(diverged, grid_only, grid_only, "val_loss", 1, 60)

@@ -1,7 +1,6 @@
 """End to end on a real local Ray: `python -m sweep` -> trial folders -> TensorBoard -> report."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -9,10 +8,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, run_sweep
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "sweep" / "configs" / "smoke.yaml"
+from trainables.contract import METRIC_KEYS, PARAM_KEYS, PROVENANCE_KEYS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,15 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory) -> tuple[Path, str]:
     storage = tmp_path_factory.mktemp("results")
-    out = subprocess.run(
-        [sys.executable, "-m", "sweep", "--config", str(SMOKE), "--storage", str(storage)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return storage / "smoke", out.stdout
+    return storage / "smoke", run_sweep(storage).stdout
 
 
 def trial_dirs(exp: Path) -> list[Path]:
@@ -42,35 +33,11 @@ def test_every_grid_trial_ran_once_with_the_contract_keys(smoke_sweep):
     configs = [json.loads((t / "params.json").read_text()) for t in trials]
     assert len({(c["batch_size"], c["lr"], c["warmup_epochs"]) for c in configs}) == 12
     for c in configs:
-        assert {
-            "batch_size",
-            "lr",
-            "warmup_epochs",
-            "seed",
-            "epochs",
-            "dataset",
-            "model",
-            "optimizer",
-            "momentum",
-            "weight_decay",
-            "phase",
-        } <= set(c)
+        assert set(c) == set(PARAM_KEYS)
         assert c["phase"] == "grid"
     rows = [json.loads(line) for line in (trials[0] / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in (
-        "examples_seen",
-        "step",
-        "train_loss",
-        "val_loss",
-        "val_acc",
-        "lr_now",
-        "diverged",
-        "timesteps_total",
-        "node_id",
-        "hostname",
-    ):
-        assert key in rows[-1]
+    assert set(METRIC_KEYS) | set(PROVENANCE_KEYS) <= set(rows[-1])
     assert rows[-1]["timesteps_total"] == rows[-1]["examples_seen"]
     assert "[sweep 12/12]" in stdout  # progress: trials done of total
 
@@ -105,15 +72,9 @@ def test_tensorboard_event_files_hold_every_trials_curves_against_examples_seen(
         assert "hparams" in acc._plugin_to_tag_to_content  # HParams view
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tensorboard_server_serves_every_trial(smoke_sweep):
     exp, _ = smoke_sweep
-    port = _free_port()
+    port = free_port()
     tb = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "tensorboard"),
