@@ -2,7 +2,7 @@
 
 Why: one step of the article's CNN at batch 8 is tens of microseconds of GPU work but about a
 millisecond of Python and kernel launches. Replaying the whole step (forward, backward,
-optimizer update) as one CUDA graph removes that overhead (REFERENCE.md section 3: 6.6k ->
+optimizer update) as one CUDA graph removes that overhead (docs/design.md, "Performance": 6.6k ->
 52k samples/s on an H100). A graph has fixed shapes and addresses, so:
 - the batch's indices are copied into a fixed index tensor before each replay, and the batch is
   gathered from the resident data set inside the graph;
