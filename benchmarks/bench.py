@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import tutorial
+from benchmarks.machine import cpu_model
 from trainables.contract import DEFAULT_DATA_DIR, TrainConfig
 from trainables.data import load_dataset
 from trainables.train import train
@@ -47,15 +47,7 @@ TRIAL_BATCHES = (8, 64, 512)
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    model = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def project_rate(batch: int, n_train: int, device: str, data_dir: str) -> float:

@@ -32,6 +32,7 @@ from analysis.load import load_results
 from analysis.pipeline import Analysis, check_metric
 from analysis.report import write_report
 from analysis.synthetic import DOUBLING, Law, SweepSpec, write_results
+from benchmarks.machine import cpu_model
 
 SPEC = SweepSpec(
     batch_sizes=DOUBLING,  # 8 batch sizes
@@ -90,15 +91,7 @@ def run_once(results: Path, out: Path, n_boot: int) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs"
+    return f"{platform.system()} {platform.release()}, {cpu_model()}, {os.cpu_count()} CPUs"
 
 
 def main() -> int:

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweep.cluster import Options, check_storage_arg, use_token_if_available
+from sweep.cluster import use_token_if_available
 from sweep.config import ConfigError, SweepConfig, load_config, with_overrides
+from sweep.storage import Options, check_storage_arg
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 

@@ -1,7 +1,7 @@
-"""Running the sweep on an existing multi-node Ray cluster: connection, shared storage, checks.
+"""Running the sweep on an existing multi-node Ray cluster: connection and checks.
 
 `python -m sweep --address HEAD:PORT` (or `RAY_ADDRESS`) connects to a running cluster instead
-of starting a local Ray; the CLI and `sweep.runner` call in here at four points:
+of starting a local Ray; the CLI and `sweep.runner` call in here at three points:
 
 - `use_token_if_available(address)`, before anything imports Ray: Ray 2.60 turns token
   authentication on when it finds a token for a cluster it discovers itself, but never for an
@@ -14,28 +14,19 @@ of starting a local Ray; the CLI and `sweep.runner` call in here at four points:
   once (ray.init would retry for minutes).
 - `check_cluster(cfg, storage, options)` after `ray.init`, before anything is written: prints
   the nodes and GPUs the driver sees and decides whether the results folder is reachable from
-  every node. Ray removed syncing trial folders to the head node in 2.7, so with trials on
-  more than one node the storage must be shared: a path on a network filesystem (nfs, lustre,
-  gpfs, ... by `/proc/mounts`) or one the user declares shared (`--shared-storage`, e.g. the
-  same local disk seen by several Ray nodes of one machine). A node-local path fails with one
-  line naming the problem and the fix (`ConfigError`, exit code 2). A shared path is then
-  probed: one zero-CPU task per node checks that it sees a marker file the driver wrote, that
-  it can import this project, and that the data set is available there.
-- `journal_path(options, default)`: where the Optuna studies live. Only the driver (which runs
-  the searcher) writes the journal, but it must survive with the experiment, so by default it
-  stays in the experiment folder on the shared storage. Optuna's `JournalFileBackend` needs a
-  POSIX file with appends and locks: on an object-store mount (s3fs, gcsfuse, mountpoint-s3)
-  pass `--journal PATH` on an ordinary (ideally shared) filesystem.
+  every node. With trials on more than one node the storage must be shared (`sweep.storage`
+  classifies it) or declared shared (`--shared-storage`, e.g. the same local disk seen by
+  several Ray nodes of one machine). A node-local path fails with one line naming the problem
+  and the fix (`ConfigError`, exit code 2). A shared path is then probed: one zero-CPU task per
+  node checks that it sees a marker file the driver wrote, that it can import this project,
+  and that the data set is available there.
 
-Object-store URIs (`s3://`, `gs://`, ...) are recognised as shared (`classify_storage`), but the
-runner keeps its experiment folder as a local path, so `check_storage_arg` refuses them with the
-fix (mount the bucket, or use a shared filesystem). See docs/cluster.md.
+See docs/cluster.md.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -43,45 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep.config import ConfigError
+from sweep.storage import Options, StorageInfo, classify_storage, require_journal_ok
 
 if TYPE_CHECKING:
     from sweep.config import SweepConfig
 
-# fstype as /proc/mounts spells it; every node mounting the same export sees the same files
-NETWORK_FS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
-    "fuse.glusterfs", "ceph", "fuse.ceph-fuse", "panfs", "wekafs", "orangefs", "pvfs2", "afs",
-    "ocfs2", "gfs2", "quobyte", "fuse.quobyte", "fuse.juicefs", "fuse.sshfs", "fuse.lizardfs",
-    "fuse.mfs", "fuse.moosefs", "davfs", "fuse.davfs",
-})
-# object stores mounted as a filesystem: shared, but without reliable appends or locks
-OBJECT_STORE_MOUNTS = frozenset({
-    "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3", "fuse.goofys", "fuse.rclone",
-    "fuse.blobfuse", "fuse.blobfuse2",
-})
-URI_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 PROBE_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 5.0
 PROBE_PREFIX = ".sweep-probe-"
-
-
-@dataclass(frozen=True)
-class Options:
-    """Cluster-related command-line choices (`--shared-storage`, `--journal`)."""
-
-    shared_storage: bool = False  # the user asserts every node sees --storage at the same path
-    journal: str | None = None  # Optuna journal file; None: <storage>/<name>/optuna-journal.log
-
-
-@dataclass(frozen=True)
-class StorageInfo:
-    kind: str  # "uri" | "network" | "object-mount" | "local"
-    fstype: str  # filesystem type from /proc/mounts, or the URI scheme
-    mount: str  # mount point holding the path ("" for a URI)
-
-    @property
-    def shared(self) -> bool:
-        return self.kind != "local"
 
 
 @dataclass(frozen=True)
@@ -210,70 +170,6 @@ def describe(info: ClusterInfo) -> str:
 
 
 # ---------------------------------------------------------------------------- storage
-def is_uri(storage: str | Path) -> bool:
-    return isinstance(storage, str) and URI_RE.match(storage) is not None
-
-
-def check_storage_arg(storage: str, journal: str | None = None) -> None:
-    """CLI-level checks of --storage / --journal before they become paths."""
-    if is_uri(storage):
-        scheme = URI_RE.match(storage).group(1)  # type: ignore[union-attr]
-        raise ConfigError(
-            f"--storage {storage}: object-store URIs ({scheme}://) are not supported yet (the "
-            "experiment folder and Optuna journal need a filesystem); mount the bucket on every "
-            "node (mountpoint-s3, gcsfuse) or use a shared filesystem path, see docs/cluster.md")
-    if journal is not None and is_uri(journal):
-        raise ConfigError(f"--journal {journal}: Optuna's journal must be a file path on a "
-                          "POSIX filesystem, not a URI; pass --journal /shared/path/journal.log")
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def read_mounts(text: str | None = None) -> list[tuple[str, str, str]]:
-    """(device, mount point, fstype) per line of /proc/mounts (or of `text`)."""
-    if text is None:
-        try:
-            text = Path("/proc/mounts").read_text()
-        except OSError:  # not Linux: we cannot tell, treat paths as local
-            return []
-    mounts = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3:
-            mounts.append((_unescape(parts[0]), _unescape(parts[1]), parts[2]))
-    return mounts
-
-
-def _fs_kind(device: str, fstype: str) -> tuple[str, str]:
-    if fstype == "fuse" and device in ("mountpoint-s3", "s3fs", "gcsfuse", "goofys",
-                                       "blobfuse2", "rclone"):
-        fstype = f"fuse.{device}"  # some FUSE mounts only name themselves in the device field
-    if fstype in OBJECT_STORE_MOUNTS:
-        return "object-mount", fstype
-    if fstype in NETWORK_FS:
-        return "network", fstype
-    return "local", fstype
-
-
-def classify_storage(storage: str | Path, mounts_text: str | None = None) -> StorageInfo:
-    """Where the results folder lives: an object-store URI, a network/object mount, or local."""
-    if is_uri(storage):
-        scheme = URI_RE.match(str(storage)).group(1).lower()  # type: ignore[union-attr]
-        return StorageInfo("uri", scheme, "")
-    path = Path(os.path.realpath(Path(storage).expanduser()))
-    best: tuple[str, str, str] | None = None
-    for device, mount, fstype in read_mounts(mounts_text):
-        inside = path == Path(mount) or Path(mount) in path.parents
-        if inside and (best is None or len(mount) >= len(best[1])):
-            best = (device, mount, fstype)  # the last, deepest mount wins (over-mounts)
-    if best is None:
-        return StorageInfo("local", "unknown", "")
-    kind, fstype = _fs_kind(best[0], best[2])
-    return StorageInfo(kind, fstype, best[1])
-
-
 def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo,
                    options: Options) -> None:
     """Fail (ConfigError) when trials on other nodes could not write to `storage`."""
@@ -288,30 +184,6 @@ def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo,
         "(STORAGE=) on a filesystem every node mounts at the same path (NFS, Lustre, ...), or "
         "add --shared-storage if every node does see this path"
     )
-
-
-def journal_path(options: Options, default: Path) -> str:
-    """The Optuna journal file: --journal if given, else inside the experiment folder."""
-    if options.journal:
-        return str(Path(options.journal).expanduser().resolve())
-    return str(default)
-
-
-def require_journal_ok(cfg: SweepConfig, where: StorageInfo, options: Options) -> None:
-    if where.kind == "object-mount" and cfg.optuna.trials_per_batch_size > 0 \
-            and not options.journal:
-        raise ConfigError(
-            f"the storage is an object-store mount ({where.fstype} at {where.mount}), where "
-            "Optuna's journal file cannot append or lock; pass --journal PATH on an ordinary "
-            "filesystem (shared, if the driver may move)")
-    if options.journal:
-        parent = Path(options.journal).expanduser().resolve().parent
-        probe = parent
-        while not probe.exists():
-            probe = probe.parent
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise ConfigError(f"--journal {options.journal}: cannot write in '{probe}'; pass a "
-                              "path in a folder you can write")
 
 
 # ---------------------------------------------------------------------------- node probe

@@ -25,6 +25,7 @@ from sweep.config import ConfigError, SweepConfig
 from sweep.decide import StudyState
 from sweep.progress import SweepProgress, forget_last_run, last_run
 from sweep.search import PhasedSearcher, Plan
+from sweep.storage import Options, check_writable, journal_path
 from trainables.contract import maximize
 
 JOURNAL = "optuna-journal.log"
@@ -71,16 +72,6 @@ def concurrent_slots(cfg: SweepConfig, cpus: float, gpus: float) -> int:
         if smallest > 0:
             slots = min(slots, max(1, int(gpus / smallest + 1e-9)))
     return slots
-
-
-def check_storage(storage: Path) -> None:
-    """The storage folder must be creatable and writable (checked without writing)."""
-    probe = storage
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"storage path '{storage}' is not writable (at '{probe}'); pass "
-                          "--storage (or STORAGE=) with a folder you can write")
 
 
 def saved_config(exp_dir: Path) -> dict[str, Any] | None:
@@ -161,11 +152,11 @@ def make_tuner(cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: fl
 
 
 def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
-              mode: str = "auto", options: cluster.Options | None = None) -> Path:
+              mode: str = "auto", options: Options | None = None) -> Path:
     """Run (or resume) the sweep; return the experiment folder."""
-    options = options or cluster.Options()
+    options = options or Options()
     storage = storage.expanduser().resolve()
-    check_storage(storage)
+    check_writable(storage)
     exp_dir = storage / cfg.name
     start = decide_start(cfg, exp_dir, mode)
     resources = init_ray(address)
@@ -179,7 +170,7 @@ def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
     exp_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     (exp_dir / CONFIG_FILE).write_text(json.dumps(asdict(cfg), indent=1))
     plan = build_plan(cfg, exp_dir, space.code_version())
-    plan.journal_path = cluster.journal_path(options, exp_dir / JOURNAL)
+    plan.journal_path = journal_path(options, exp_dir / JOURNAL)
     counts = planned_counts(cfg)
     print(f"[sweep] '{cfg.name}': {sum(counts.values())} trials planned ({counts['grid']} grid, "
           f"{counts['optuna']} optuna, {counts['confirm']} confirm) on {cpus:g} CPUs, "

@@ -29,17 +29,19 @@ from conftest import ROOT, SMOKE, free_port, run_sweep
 from sweep.cluster import (
     ClusterInfo,
     NodeInfo,
-    Options,
-    StorageInfo,
     check_reachable,
-    check_storage_arg,
-    classify_storage,
-    journal_path,
-    require_journal_ok,
     require_shared,
     use_token_if_available,
 )
 from sweep.config import ConfigError, load_config
+from sweep.storage import (
+    Options,
+    StorageInfo,
+    check_storage_arg,
+    classify_storage,
+    journal_path,
+    require_journal_ok,
+)
 
 RAY = Path(sys.executable).parent / "ray"
 
