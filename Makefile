@@ -17,7 +17,7 @@ WARN_HOST = @if [ "$(HOST)" != "127.0.0.1" ]; then echo "warning: serving on $(H
 sweep: .venv/.installed  ## run the sweep (resumes an unfinished one), then write the report
 	$(PY) -m sweep $(SWEEP_ARGS)
 
-test: .venv/.installed  ## the test suite (CPU, about 5 minutes on 2 cores)
+test: .venv/.installed  ## the test suite (CPU, about 7 minutes on 2 cores)
 	$(PY) -m pytest -q
 
 tensorboard: .venv/.installed  ## live curves of every trial, on 127.0.0.1:6006

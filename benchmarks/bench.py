@@ -53,8 +53,9 @@ def device_name(device: str) -> str:
 def project_rate(batch: int, n_train: int, device: str, data_dir: str) -> float:
     """Examples/s of one epoch (train + validation) of the project's training generator."""
     data = load_dataset("mnist5k", data_dir, device)
-    cfg = TrainConfig(batch_size=batch, lr=0.001 * batch / 8, epochs=1, n_train=n_train,
-                      data_dir=data_dir)
+    cfg = TrainConfig(
+        batch_size=batch, lr=0.001 * batch / 8, epochs=1, n_train=n_train, data_dir=data_dir
+    )
     m = list(train(cfg, data))[-1].metrics
     return m.examples_seen / m.train_time_s
 
@@ -79,14 +80,27 @@ def trial_rates(runs: int, n_train: int, device: str, data_dir: str) -> dict:
 
 def sweep_command(style: str, storage: Path, name: str, quick: bool) -> list[str]:
     if style == "project":
-        cmd = [sys.executable, "-m", "sweep", "--config", "sweep/configs/default.yaml",
-               "--set", "optuna.trials_per_batch_size=0", "--set", "confirm.top_k=0",
-               "--no-report", "--fresh", "--storage", str(storage), "--name", name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sweep",
+            "--config",
+            "sweep/configs/default.yaml",
+            "--set",
+            "optuna.trials_per_batch_size=0",
+            "--set",
+            "confirm.top_k=0",
+            "--no-report",
+            "--fresh",
+            "--storage",
+            str(storage),
+            "--name",
+            name,
+        ]
         if quick:
             cmd += ["--set", "batch_sizes=[8,16]", "--set", "epochs=1", "--set", "n_train=800"]
         return cmd
-    cmd = [sys.executable, "-m", "benchmarks.tutorial", "--storage", str(storage), "--name",
-           name]
+    cmd = [sys.executable, "-m", "benchmarks.tutorial", "--storage", str(storage), "--name", name]
     if quick:
         cmd += ["--k", "1", "2", "--epochs", "1", "--n-train", "800"]
     return cmd
@@ -99,8 +113,13 @@ def run_sweep(style: str, storage: Path, name: str, quick: bool) -> dict:
     t0 = time.perf_counter()
     fit_start = fit_end = None
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(sweep_command(style, storage, name, quick), cwd=ROOT, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            sweep_command(style, storage, name, quick),
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -114,8 +133,12 @@ def run_sweep(style: str, storage: Path, name: str, quick: bool) -> dict:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{style} sweep failed (exit {rc}); end of {log_path}:\n{tail}")
     trials = read_trials(storage / name)
-    return {"wall": wall, "fit": fit_end - fit_start, "trials": trials,
-            "trial_time": sum(t["train_time_s"] for t in trials)}
+    return {
+        "wall": wall,
+        "fit": fit_end - fit_start,
+        "trials": trials,
+        "trial_time": sum(t["train_time_s"] for t in trials),
+    }
 
 
 def read_trials(exp_dir: Path) -> list[dict]:
@@ -128,8 +151,14 @@ def read_trials(exp_dir: Path) -> list[dict]:
         params = json.loads((result.parent / "params.json").read_text())
         batch = params.get("batch_size") or 8 * params["k"]
         last = rows[-1]
-        trials.append({"batch_size": int(batch), "train_time_s": float(last["train_time_s"]),
-                       "examples_seen": int(last["examples_seen"]), "epochs": len(rows)})
+        trials.append(
+            {
+                "batch_size": int(batch),
+                "train_time_s": float(last["train_time_s"]),
+                "examples_seen": int(last["examples_seen"]),
+                "epochs": len(rows),
+            }
+        )
     return trials
 
 
@@ -153,26 +182,46 @@ def format_table(info: dict, rates: dict, sweeps: dict, slots: int) -> str:
 
     for b in TRIAL_BATCHES:
         if ("project", b) in rates:
-            row(f"trial samples/s, batch {b} ({info['rate_device']})",
-                med(rates[("tutorial", b)]), med(rates[("project", b)]))
+            row(
+                f"trial samples/s, batch {b} ({info['rate_device']})",
+                med(rates[("tutorial", b)]),
+                med(rates[("project", b)]),
+            )
     if sweeps:
         t, p = sweeps["tutorial"], sweeps["project"]
         n_trials = len(t[0]["trials"])
         lines.append(f"sweep ({n_trials} trials, {slots} slots):")
-        row("  wall time, whole command (s)", med([s["wall"] for s in t]),
-            med([s["wall"] for s in p]), ".1f")
-        row("  wall time, Tuner.fit (s)", med([s["fit"] for s in t]),
-            med([s["fit"] for s in p]), ".1f")
-        row("  sum of trial training times (s)", med([s["trial_time"] for s in t]),
-            med([s["trial_time"] for s in p]), ".1f")
+        row(
+            "  wall time, whole command (s)",
+            med([s["wall"] for s in t]),
+            med([s["wall"] for s in p]),
+            ".1f",
+        )
+        row(
+            "  wall time, Tuner.fit (s)",
+            med([s["fit"] for s in t]),
+            med([s["fit"] for s in p]),
+            ".1f",
+        )
+        row(
+            "  sum of trial training times (s)",
+            med([s["trial_time"] for s in t]),
+            med([s["trial_time"] for s in p]),
+            ".1f",
+        )
         for label, key in (("command", "wall"), ("Tuner.fit", "fit")):
-            row(f"  overhead: {label} wall / (trial time / {slots})",
+            row(
+                f"  overhead: {label} wall / (trial time / {slots})",
                 med([s[key] / (s["trial_time"] / slots) for s in t]),
-                med([s[key] / (s["trial_time"] / slots) for s in p]), ".2f", ratio=False)
-        row("  in-sweep trial samples/s (median trial)",
+                med([s[key] / (s["trial_time"] / slots) for s in p]),
+                ".2f",
+                ratio=False,
+            )
+        row(
+            "  in-sweep trial samples/s (median trial)",
             med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in t]),
-            med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]])
-                 for s in p]))
+            med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in p]),
+        )
     lines.append("targets (CPU): sweep wall ratio <= 0.5x; project overhead <= 1.25")
     return "\n".join(lines)
 
@@ -204,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[bench] {style} sweep, run {i + 1} of {sweep_runs} ...", flush=True)
                     res = run_sweep(style, storage, f"{style}{i}", a.quick)
                     sweeps.setdefault(style, []).append(res)
-                    print(f"[bench]   {len(res['trials'])} trials, wall {res['wall']:.1f} s",
-                          flush=True)
+                    print(
+                        f"[bench]   {len(res['trials'])} trials, wall {res['wall']:.1f} s",
+                        flush=True,
+                    )
         finally:
             if not a.keep:
                 shutil.rmtree(storage, ignore_errors=True)
@@ -215,12 +266,20 @@ def main(argv: list[str] | None = None) -> int:
         versions = f"ray {ray.__version__}"
     except ImportError:
         versions = "no ray"
-    grid = ("quick grid (4 trials: B 8, 16; warmup 0, 1; 1 epoch on 800 digits)" if a.quick
-            else "article grid (14 trials: B = 8k, lr = 0.001k, k = 1..7, warmup 0 and 1 "
-            "epoch, 5 epochs on 4,000 digits)")
-    info = {"what": grid, "device": device_name(device), "versions": versions,
-            "runs": runs, "sweep_runs": sweep_runs if sweeps else 0,
-            "rate_device": f"{device}, 1 thread" if device == "cpu" else device}
+    grid = (
+        "quick grid (4 trials: B 8, 16; warmup 0, 1; 1 epoch on 800 digits)"
+        if a.quick
+        else "article grid (14 trials: B = 8k, lr = 0.001k, k = 1..7, warmup 0 and 1 "
+        "epoch, 5 epochs on 4,000 digits)"
+    )
+    info = {
+        "what": grid,
+        "device": device_name(device),
+        "versions": versions,
+        "runs": runs,
+        "sweep_runs": sweep_runs if sweeps else 0,
+        "rate_device": f"{device}, 1 thread" if device == "cpu" else device,
+    }
     print()
     print(format_table(info, rates, sweeps, slots))
     return 0

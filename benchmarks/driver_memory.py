@@ -26,13 +26,29 @@ def run(n_trials: int, storage: Path) -> list[tuple[float, int, float]]:
     """(seconds, trials finished, driver RSS in MB) samples."""
     per_batch = n_trials // 10  # 2 batch sizes x 5 warmups x per_batch multipliers
     multipliers = [round(0.5 + i / per_batch, 4) for i in range(per_batch)]
-    cmd = [sys.executable, "-m", "sweep", "--config", "sweep/configs/smoke.yaml",
-           "--storage", str(storage), "--no-report", "--name", "memory",
-           "--set", "epochs=1", "--set", "batch_sizes=[64,128]",
-           "--set", f"grid.lr_multipliers={multipliers}",
-           "--set", "grid.warmup_epochs=[0,0.25,0.5,0.75,1]"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "--config",
+        "sweep/configs/smoke.yaml",
+        "--storage",
+        str(storage),
+        "--no-report",
+        "--name",
+        "memory",
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_sizes=[64,128]",
+        "--set",
+        f"grid.lr_multipliers={multipliers}",
+        "--set",
+        "grid.warmup_epochs=[0,0.25,0.5,0.75,1]",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     done = [0]
 
     def read() -> None:
@@ -63,8 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         samples = run(args.trials, Path(tmp))
-    print(f"driver RSS over a {args.trials}-trial smoke sweep "
-          f"({samples[-1][0]:.0f} s, psutil, 1 run):")
+    print(
+        f"driver RSS over a {args.trials}-trial smoke sweep "
+        f"({samples[-1][0]:.0f} s, psutil, 1 run):"
+    )
     for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
         target = frac * args.trials
         s = next((x for x in samples if x[1] >= target), samples[-1])

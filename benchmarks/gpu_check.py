@@ -78,8 +78,9 @@ def tensor_data(arrays: tuple[np.ndarray, ...], device: str) -> TensorData:
         t = torch.as_tensor(x, dtype=torch.float32).unsqueeze(1) / 255.0
         return (t - tutorial.MEAN) / tutorial.STD
 
-    return TensorData(norm(x_tr), torch.as_tensor(y_tr), norm(x_va), torch.as_tensor(y_va),
-                      10).to(torch.device(device))
+    return TensorData(norm(x_tr), torch.as_tensor(y_tr), norm(x_va), torch.as_tensor(y_va), 10).to(
+        torch.device(device)
+    )
 
 
 def subset(arrays: tuple[np.ndarray, ...], n_train: int) -> tuple[np.ndarray, ...]:
@@ -92,24 +93,31 @@ def subset(arrays: tuple[np.ndarray, ...], n_train: int) -> tuple[np.ndarray, ..
 def project_rate(data: TensorData, batch: int, n_train: int, graph: bool) -> float:
     n_val = max(1, n_train // 6)
     d = TensorData(data.x_train, data.y_train, data.x_val[:n_val], data.y_val[:n_val], 10)
-    cfg = TrainConfig(batch_size=batch, lr=0.001 * batch / 8, epochs=1, n_train=n_train,
-                      cuda_graph=graph, dataset="synthetic-mnist")
+    cfg = TrainConfig(
+        batch_size=batch,
+        lr=0.001 * batch / 8,
+        epochs=1,
+        n_train=n_train,
+        cuda_graph=graph,
+        dataset="synthetic-mnist",
+    )
     m = list(train(cfg, d))[-1].metrics
     return m.examples_seen / m.train_time_s
 
 
-def tutorial_rate(arrays: tuple[np.ndarray, ...], batch: int, n_train: int,
-                  device: str) -> float:
-    m = list(tutorial.run_epochs(subset(arrays, n_train), batch, 0.001 * batch / 8, 0, 1,
-                                 device))[-1]
+def tutorial_rate(arrays: tuple[np.ndarray, ...], batch: int, n_train: int, device: str) -> float:
+    m = list(tutorial.run_epochs(subset(arrays, n_train), batch, 0.001 * batch / 8, 0, 1, device))[
+        -1
+    ]
     return m["examples_seen"] / m["train_time_s"]
 
 
 def section_rates(arrays: tuple, data: TensorData, device: str, runs: int, big: bool) -> None:
-    say("1. per-trial samples/s (one epoch: training + validation; median of "
-        f"{runs} runs)")
-    say(f"{'batch':>6} {'tutorial':>10} {'eager':>10} {'graph':>10} "
-        f"{'eager/tut':>10} {'graph/tut':>10}")
+    say(f"1. per-trial samples/s (one epoch: training + validation; median of {runs} runs)")
+    say(
+        f"{'batch':>6} {'tutorial':>10} {'eager':>10} {'graph':>10} "
+        f"{'eager/tut':>10} {'graph/tut':>10}"
+    )
     sizes = {8: (8000, 16000, 60000), 64: (16000, 60000, 60000), 512: (60000, 60000, 60000)}
     if not big:
         sizes = {8: (800, 800, 800), 64: (2048, 2048, 2048), 512: (2048, 2048, 2048)}
@@ -117,20 +125,24 @@ def section_rates(arrays: tuple, data: TensorData, device: str, runs: int, big: 
         tut = statistics.median(tutorial_rate(arrays, b, n_tut, device) for _ in range(runs))
         eager = statistics.median(project_rate(data, b, n_eager, False) for _ in range(runs))
         graph = statistics.median(project_rate(data, b, n_graph, True) for _ in range(runs))
-        say(f"{b:>6} {tut:>10,.0f} {eager:>10,.0f} {graph:>10,.0f} {eager / tut:>9.1f}x "
-            f"{graph / tut:>9.1f}x")
+        say(
+            f"{b:>6} {tut:>10,.0f} {eager:>10,.0f} {graph:>10,.0f} {eager / tut:>9.1f}x "
+            f"{graph / tut:>9.1f}x"
+        )
     if device != "cuda":
         say("   (no CUDA here: 'graph' falls back to the eager step)")
 
 
-def trajectory(data: TensorData, optimizer: str, mode: str, steps: int, batch: int,
-               dropout: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def trajectory(
+    data: TensorData, optimizer: str, mode: str, steps: int, batch: int, dropout: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step losses and final weights of `steps` steps of one step implementation: `eager`
     (as train() runs with cuda_graph=False), `graph`, or `eager-same-opt` (the graph path's
     optimizer and lr tensor, never captured: isolates the capture itself)."""
     device = data.x_train.device
-    cfg = TrainConfig(batch_size=batch, lr=0.01 if optimizer != "adam" else 0.001,
-                      optimizer=optimizer)
+    cfg = TrainConfig(
+        batch_size=batch, lr=0.01 if optimizer != "adam" else 0.001, optimizer=optimizer
+    )
     torch.manual_seed(0)  # init and the dropout stream, identical for both
     model = get_model("cnn1")(data.in_shape, 10).to(device)
     if not dropout:
@@ -142,8 +154,16 @@ def trajectory(data: TensorData, optimizer: str, mode: str, steps: int, batch: i
     if mode in ("graph", "eager-same-opt"):
         lr_t = torch.tensor(cfg.lr, device=device)
         opt = make_optimizer(cfg, model.parameters(), lr_t)
-        step = fast_step.GraphStep(model, opt, loss_of, data.x_train, data.y_train, lr_t, batch,
-                                   eager_steps=3 if mode == "graph" else steps + 1)
+        step = fast_step.GraphStep(
+            model,
+            opt,
+            loss_of,
+            data.x_train,
+            data.y_train,
+            lr_t,
+            batch,
+            eager_steps=3 if mode == "graph" else steps + 1,
+        )
     else:
         opt = make_optimizer(cfg, model.parameters())
         step = fast_step.EagerStep(model, opt, loss_of, data.x_train, data.y_train)
@@ -166,44 +186,66 @@ def norm_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def section_equivalence(data: TensorData, device: str) -> None:
-    say("2. CUDA-graph step vs eager step, 100 steps, fp32 (TF32 off, deterministic cuDNN), "
-        "batch 64, warmup lr")
+    say(
+        "2. CUDA-graph step vs eager step, 100 steps, fp32 (TF32 off, deterministic cuDNN), "
+        "batch 64, warmup lr"
+    )
     if device != "cuda":
         say("   skipped: no CUDA here (the graph step needs a GPU)")
         return
-    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    flags = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        for optimizer, dropout in (("sgd", True), ("sgd", False), ("momentum", True),
-                                   ("adam", True)):
+        for optimizer, dropout in (
+            ("sgd", True),
+            ("sgd", False),
+            ("momentum", True),
+            ("adam", True),
+        ):
             le, we = trajectory(data, optimizer, "eager", 100, 64, dropout)
             lg, wg = trajectory(data, optimizer, "graph", 100, 64, dropout)
             ls, ws = trajectory(data, optimizer, "eager-same-opt", 100, 64, dropout)
-            say(f"   {optimizer:<9} dropout {'on ' if dropout else 'off'}: graph vs eager: max "
+            say(
+                f"   {optimizer:<9} dropout {'on ' if dropout else 'off'}: graph vs eager: max "
                 f"rel diff of the losses {rel_diff(lg, le):.2e}, weights |dw|/|w| "
                 f"{norm_diff(wg, we):.2e}; vs eager with the graph's optimizer: losses "
                 f"{rel_diff(lg, ls):.2e}, weights {norm_diff(wg, ws):.2e}; loss "
-                f"{float(le[0]):.4f} -> {float(le[-1]):.4f}")
+                f"{float(le[0]):.4f} -> {float(le[-1]):.4f}"
+            )
         n_val = 1000
         d = TensorData(data.x_train, data.y_train, data.x_val[:n_val], data.y_val[:n_val], 10)
         runs = {}
         for graph in (False, True):
-            cfg = TrainConfig(batch_size=32, lr=0.004, epochs=2, warmup_epochs=1,
-                              n_train=6400, cuda_graph=graph)
+            cfg = TrainConfig(
+                batch_size=32, lr=0.004, epochs=2, warmup_epochs=1, n_train=6400, cuda_graph=graph
+            )
             runs[graph] = [e.metrics for e in train(cfg, d)]
-        worst = max(rel_diff(torch.tensor([getattr(g, k)]), torch.tensor([getattr(e, k)]))
-                    for e, g in zip(runs[False], runs[True], strict=True)
-                    for k in ("train_loss", "val_loss"))
-        say(f"   train(), 2 epochs x 200 steps, batch 32, warmup 1 epoch: max rel diff of the "
-            f"epoch train/val losses {worst:.2e}")
+        worst = max(
+            rel_diff(torch.tensor([getattr(g, k)]), torch.tensor([getattr(e, k)]))
+            for e, g in zip(runs[False], runs[True], strict=True)
+            for k in ("train_loss", "val_loss")
+        )
+        say(
+            f"   train(), 2 epochs x 200 steps, batch 32, warmup 1 epoch: max rel diff of the "
+            f"epoch train/val losses {worst:.2e}"
+        )
     finally:
-        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = flags
+        (
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        ) = flags
 
 
 # ------------------------------------------------------------------ packing (worker processes)
+
 
 def worker(args: argparse.Namespace) -> None:
     """One trainable process: data once, then trials back to back until the deadline."""
@@ -222,8 +264,9 @@ def worker(args: argparse.Namespace) -> None:
     examples, t_last, trials, i = 0, t_go, 0, args.offset
     while time.time() < deadline:
         b = GRID_BATCHES[i % len(GRID_BATCHES)]
-        cfg = TrainConfig(batch_size=b, lr=0.001 * b / 8, epochs=args.epochs, seed=i,
-                          n_train=args.n_train)
+        cfg = TrainConfig(
+            batch_size=b, lr=0.001 * b / 8, epochs=args.epochs, seed=i, n_train=args.n_train
+        )
         for ep in train(cfg, data):
             if time.time() > deadline:
                 break
@@ -231,8 +274,17 @@ def worker(args: argparse.Namespace) -> None:
             t_last = time.time()
         trials, i = trials + 1, i + 1
     peak = torch.cuda.max_memory_reserved() if device == "cuda" else 0
-    print(json.dumps({"examples": examples, "seconds": t_last - t_go, "trials": trials,
-                      "peak_reserved": peak}), flush=True)
+    print(
+        json.dumps(
+            {
+                "examples": examples,
+                "seconds": t_last - t_go,
+                "trials": trials,
+                "peak_reserved": peak,
+            }
+        ),
+        flush=True,
+    )
 
 
 def device_used_bytes() -> int | None:
@@ -255,16 +307,41 @@ def _wait_ready(proc: subprocess.Popen, deadline: float) -> None:
             return
 
 
-def pack(n: int, duration: float, n_train: int, epochs: int, full: bool,
-         env: dict | None = None, timeout: float = 60) -> dict:
+def pack(
+    n: int,
+    duration: float,
+    n_train: int,
+    epochs: int,
+    full: bool,
+    env: dict | None = None,
+    timeout: float = 60,
+) -> dict:
     """Start n worker processes, release them together, return aggregate samples/s."""
-    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--worker", "--duration",
-           str(duration), "--n-train", str(n_train), "--epochs", str(epochs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_check",
+        "--worker",
+        "--duration",
+        str(duration),
+        "--n-train",
+        str(n_train),
+        "--epochs",
+        str(epochs),
+    ]
     if full:
         cmd.append("--full")
-    procs = [subprocess.Popen(cmd + ["--offset", str(i)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            cmd + ["--offset", str(i)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for i in range(n)
+    ]
     deadline = time.time() + timeout
     try:
         for p in procs:
@@ -285,9 +362,12 @@ def pack(n: int, duration: float, n_train: int, epochs: int, full: bool,
             if p.poll() is None:
                 p.kill()
     rate = sum(r["examples"] / r["seconds"] for r in results if r["seconds"] > 0)
-    return {"rate": rate, "trials": sum(r["trials"] for r in results),
-            "peak_reserved": max(r["peak_reserved"] for r in results),
-            "per_process": None if before is None or during is None else (during - before) / n}
+    return {
+        "rate": rate,
+        "trials": sum(r["trials"] for r in results),
+        "peak_reserved": max(r["peak_reserved"] for r in results),
+        "per_process": None if before is None or during is None else (during - before) / n,
+    }
 
 
 def tutorial_sweep_rate(arrays: tuple, device: str, n_train: int, epochs: int) -> float:
@@ -296,21 +376,27 @@ def tutorial_sweep_rate(arrays: tuple, device: str, n_train: int, epochs: int) -
     favour)."""
     examples, seconds = 0, 0.0
     for b in GRID_BATCHES:
-        m = list(tutorial.run_epochs(subset(arrays, n_train), b, 0.001 * b / 8, 0, epochs,
-                                     device))[-1]
+        m = list(
+            tutorial.run_epochs(subset(arrays, n_train), b, 0.001 * b / 8, 0, epochs, device)
+        )[-1]
         examples, seconds = examples + m["examples_seen"], seconds + m["train_time_s"]
     return examples / seconds
 
 
-def section_packing(arrays: tuple, device: str, big: bool, counts: list[int],
-                    mps_counts: list[int]) -> None:
+def section_packing(
+    arrays: tuple, device: str, big: bool, counts: list[int], mps_counts: list[int]
+) -> None:
     duration = 8.0 if big else 3.0
     n_train, epochs = (6000, 2) if big else (1200, 1)
-    say(f"4. packing: N processes share the {device}, each cycling through trials of batch "
-        f"8..56 ({epochs} epochs x {n_train} examples), {duration:.0f} s measured")
+    say(
+        f"4. packing: N processes share the {device}, each cycling through trials of batch "
+        f"8..56 ({epochs} epochs x {n_train} examples), {duration:.0f} s measured"
+    )
     tut = tutorial_sweep_rate(arrays, device, n_train, epochs)
-    say(f"   tutorial-style, one trial at a time (one trial of each batch size): "
-        f"{tut:,.0f} samples/s")
+    say(
+        f"   tutorial-style, one trial at a time (one trial of each batch size): "
+        f"{tut:,.0f} samples/s"
+    )
     best = 0.0
     modes: list[tuple[str, list[int]]] = [("", counts)]
     if mps_counts:
@@ -326,18 +412,25 @@ def section_packing(arrays: tuple, device: str, big: bool, counts: list[int],
             for n in ns:
                 r = pack(n, duration, n_train, epochs, big, env=env)
                 best = max(best, r["rate"])
-                mem = (f", {r['per_process'] / 2**20:,.0f} MiB of device memory per process"
-                       if r["per_process"] else "")
-                say(f"   {label + ' ' if label else ''}N={n:>2}: {r['rate']:>10,.0f} samples/s "
+                mem = (
+                    f", {r['per_process'] / 2**20:,.0f} MiB of device memory per process"
+                    if r["per_process"]
+                    else ""
+                )
+                say(
+                    f"   {label + ' ' if label else ''}N={n:>2}: {r['rate']:>10,.0f} samples/s "
                     f"aggregate ({r['rate'] / tut:.1f}x tutorial), {r['trials']} trials, "
-                    f"allocator peak {r['peak_reserved'] / 2**20:,.0f} MiB{mem}")
+                    f"allocator peak {r['peak_reserved'] / 2**20:,.0f} MiB{mem}"
+                )
         except Exception as err:  # report and go on: the other measurements stand
             say(f"   {label} packing failed: {err!r}")
         finally:
             if env is not None:
                 mps_stop(env)
-    say(f"   sweep-level ratio (best packed aggregate / one tutorial-style trial): "
-        f"{best / tut:.1f}x (target >= 10x on a GPU)")
+    say(
+        f"   sweep-level ratio (best packed aggregate / one tutorial-style trial): "
+        f"{best / tut:.1f}x (target >= 10x on a GPU)"
+    )
 
 
 def mps_env() -> dict | None:
@@ -345,8 +438,9 @@ def mps_env() -> dict | None:
     control = shutil.which("nvidia-cuda-mps-control")
     if control is None:
         return None
-    env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY="/tmp/mps-pipe",
-               CUDA_MPS_LOG_DIRECTORY="/tmp/mps-log")
+    env = dict(
+        os.environ, CUDA_MPS_PIPE_DIRECTORY="/tmp/mps-pipe", CUDA_MPS_LOG_DIRECTORY="/tmp/mps-log"
+    )
     for d in ("/tmp/mps-pipe", "/tmp/mps-log"):
         os.makedirs(d, exist_ok=True)
     if subprocess.run([control, "-d"], env=env, timeout=20).returncode != 0:
@@ -373,26 +467,39 @@ def memory_by_batch(arrays: tuple, device: str) -> None:
         for graph in (False, True):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            list(train(TrainConfig(batch_size=b, lr=0.001, epochs=1, n_train=6000,
-                                   cuda_graph=graph), data))
-            row.append(f"{(torch.cuda.max_memory_allocated() - base) / 2**20:,.0f}/"
-                       f"{(torch.cuda.max_memory_reserved() - base) / 2**20:,.0f}")
+            list(
+                train(
+                    TrainConfig(batch_size=b, lr=0.001, epochs=1, n_train=6000, cuda_graph=graph),
+                    data,
+                )
+            )
+            row.append(
+                f"{(torch.cuda.max_memory_allocated() - base) / 2**20:,.0f}/"
+                f"{(torch.cuda.max_memory_reserved() - base) / 2**20:,.0f}"
+            )
         cells.append(f"{b}: {row[0]} | {row[1]}")
     for i in range(0, len(cells), 4):
         say("   " + ";  ".join(cells[i : i + 4]))
 
 
 def section_memory(arrays: tuple, device: str) -> None:
-    say("3. GPU memory of one trial, full MNIST-sized data (60,000 + 10,000 images, fp32: "
-        "211 MiB, held once per process)")
+    say(
+        "3. GPU memory of one trial, full MNIST-sized data (60,000 + 10,000 images, fp32: "
+        "211 MiB, held once per process)"
+    )
     if device != "cuda":
         say("   skipped: no CUDA here")
         return
     say("   in this process (after the sections above):")
     memory_by_batch(arrays, device)
     # a fresh process, as a new Ray worker: the peaks must not grow from trial to trial
-    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--only",
-                          "memory-table"], capture_output=True, text=True, timeout=90, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--only", "memory-table"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
     say("   in a fresh process (trials in the order shown):")
     for line in out.stdout.splitlines()[1:]:
         say(line)
@@ -406,8 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--mps", action="store_true", help="also measure packing under CUDA MPS")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--only", default="rates,equivalence,memory,packing",
-                   help="comma-separated sections to run")
+    p.add_argument(
+        "--only",
+        default="rates,equivalence,memory,packing",
+        help="comma-separated sections to run",
+    )
     p.add_argument("--counts", default="1,4,8,16", help="packing: process counts")
     p.add_argument("--mps-counts", default="8,16", help="packing under MPS: process counts")
     p.add_argument("--out", default=None, help="also write the report to this file")
@@ -427,8 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     torch.set_num_threads(1)
     name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    say(f"gpu_check: {name} | torch {torch.__version__} | "
-        f"{'full' if big else 'small (CPU or --quick)'} sizes | {time.strftime('%Y-%m-%d')}")
+    say(
+        f"gpu_check: {name} | torch {torch.__version__} | "
+        f"{'full' if big else 'small (CPU or --quick)'} sizes | {time.strftime('%Y-%m-%d')}"
+    )
     arrays = synthetic_mnist(60000, 10000) if big else synthetic_mnist(4000, 1000)
     only = a.only.split(",")
     if only == ["memory-table"]:
@@ -452,8 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # report and go on: the other sections still run
             say(f"   FAILED: {err!r}")
         say(f"   ({time.time() - t0:.0f} s elapsed)")
-    say("targets (GPU): graph/tutorial >= 8x at batch 8 and 64; sweep level >= 10x; "
-        "graph = eager to ~1e-5; <= ~1 GB per trial")
+    say(
+        "targets (GPU): graph/tutorial >= 8x at batch 8 and 64; sweep level >= 10x; "
+        "graph = eager to ~1e-5; <= ~1 GB per trial"
+    )
     return 0
 
 

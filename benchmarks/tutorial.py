@@ -78,8 +78,14 @@ def load_arrays(data_dir: str) -> tuple[np.ndarray, ...]:
 
 
 def run_epochs(
-    arrays: tuple[np.ndarray, ...], batch_size: int, lr: float, warmup_epochs: float,
-    epochs: int, device: str, n_train: int = 0, seed: int = 0,
+    arrays: tuple[np.ndarray, ...],
+    batch_size: int,
+    lr: float,
+    warmup_epochs: float,
+    epochs: int,
+    device: str,
+    n_train: int = 0,
+    seed: int = 0,
 ) -> Iterator[dict[str, float]]:
     """The tutorial's training loop; yields metrics after every epoch (train + validation)."""
     x_tr, y_tr, x_va, y_va = arrays
@@ -87,15 +93,22 @@ def run_epochs(
         x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     torch.manual_seed(seed)
-    train_loader = DataLoader(MNISTImages(x_tr, y_tr, transform), batch_size=batch_size,
-                              shuffle=True, num_workers=0, drop_last=True)
-    val_loader = DataLoader(MNISTImages(x_va, y_va, transform), batch_size=batch_size,
-                            shuffle=False, num_workers=0)
+    train_loader = DataLoader(
+        MNISTImages(x_tr, y_tr, transform),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+        drop_last=True,
+    )
+    val_loader = DataLoader(
+        MNISTImages(x_va, y_va, transform), batch_size=batch_size, shuffle=False, num_workers=0
+    )
     net = Net().to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     warmup_steps = round(warmup_epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
+        optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0
+    )
     train_time = 0.0
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -120,10 +133,17 @@ def run_epochs(
                 correct += (outputs.argmax(1) == labels).sum().item()
                 total += labels.size(0)
         train_time += time.perf_counter() - t0
-        yield {"epoch": epoch, "train_loss": running / steps, "val_loss": val_loss / total,
-               "val_acc": correct / total, "examples_seen": epoch * steps * batch_size,
-               "train_time_s": train_time, "threads": torch.get_num_threads(),
-               "net": net, "optimizer": optimizer}
+        yield {
+            "epoch": epoch,
+            "train_loss": running / steps,
+            "val_loss": val_loss / total,
+            "val_acc": correct / total,
+            "examples_seen": epoch * steps * batch_size,
+            "train_time_s": train_time,
+            "threads": torch.get_num_threads(),
+            "net": net,
+            "optimizer": optimizer,
+        }
 
 
 def tune_trainable(config: dict[str, Any], data_dir: str, epochs: int, n_train: int) -> None:
@@ -133,17 +153,29 @@ def tune_trainable(config: dict[str, Any], data_dir: str, epochs: int, n_train: 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     k = config["k"]
     arrays = load_arrays(data_dir)
-    for m in run_epochs(arrays, 8 * k, 0.001 * k, config["warmup_epochs"], epochs, device,
-                        n_train):
+    for m in run_epochs(
+        arrays, 8 * k, 0.001 * k, config["warmup_epochs"], epochs, device, n_train
+    ):
         with tempfile.TemporaryDirectory() as folder:
-            torch.save((m["net"].state_dict(), m["optimizer"].state_dict()),
-                       os.path.join(folder, "checkpoint.pt"))
-            tune.report({key: v for key, v in m.items() if key not in ("net", "optimizer")},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            torch.save(
+                (m["net"].state_dict(), m["optimizer"].state_dict()),
+                os.path.join(folder, "checkpoint.pt"),
+            )
+            tune.report(
+                {key: v for key, v in m.items() if key not in ("net", "optimizer")},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
 
 
-def run_grid(storage: str, name: str, data_dir: str, epochs: int, n_train: int,
-             multiples: list[int], warmups: list[float]) -> None:
+def run_grid(
+    storage: str,
+    name: str,
+    data_dir: str,
+    epochs: int,
+    n_train: int,
+    multiples: list[int],
+    warmups: list[float],
+) -> None:
     import functools
 
     import ray
@@ -153,8 +185,7 @@ def run_grid(storage: str, name: str, data_dir: str, epochs: int, n_train: int,
     print(f"[tutorial] '{name}': {len(multiples) * len(warmups)} trials planned", flush=True)
     tuner = tune.Tuner(
         functools.partial(tune_trainable, data_dir=data_dir, epochs=epochs, n_train=n_train),
-        param_space={"k": tune.grid_search(multiples),
-                     "warmup_epochs": tune.grid_search(warmups)},
+        param_space={"k": tune.grid_search(multiples), "warmup_epochs": tune.grid_search(warmups)},
         tune_config=tune.TuneConfig(metric="val_loss", mode="min"),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
     )
@@ -173,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, nargs="+", default=BATCH_MULTIPLES)
     p.add_argument("--warmup", type=float, nargs="+", default=WARMUPS)
     a = p.parse_args(argv)
-    run_grid(str(Path(a.storage).resolve()), a.name, a.data_dir, a.epochs, a.n_train, a.k,
-             a.warmup)
+    run_grid(
+        str(Path(a.storage).resolve()), a.name, a.data_dir, a.epochs, a.n_train, a.k, a.warmup
+    )
     return 0
 
 

@@ -27,22 +27,37 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sweep", description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML sweep config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted for nested, YAML value), repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted for nested, YAML value), repeatable",
+    )
     p.add_argument("--name", help="sweep name = results subfolder (default: config's name)")
     p.add_argument("--storage", default="results", help="results folder (default results/)")
     p.add_argument("--address", default=None, help="Ray cluster head:port (default: local)")
-    p.add_argument("--shared-storage", action="store_true",
-                   help="every Ray node sees --storage at the same path (NFS etc.: detected)")
-    p.add_argument("--journal", default=None, metavar="PATH",
-                   help="Optuna journal file (default: optuna-journal.log in the results)")
+    p.add_argument(
+        "--shared-storage",
+        action="store_true",
+        help="every Ray node sees --storage at the same path (NFS etc.: detected)",
+    )
+    p.add_argument(
+        "--journal",
+        default=None,
+        metavar="PATH",
+        help="Optuna journal file (default: optuna-journal.log in the results)",
+    )
     p.add_argument("--seed", type=int, default=None, help="one seed for the whole sweep")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     p.add_argument("--no-report", action="store_true", help="skip the analysis at the end")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="resume; error if nothing to")
-    group.add_argument("--fresh", action="store_true",
-                       help="start over; an earlier run of this name is moved aside")
+    group.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over; an earlier run of this name is moved aside",
+    )
     return p.parse_args(argv)
 
 
@@ -66,8 +81,15 @@ def preflight(cfg: SweepConfig) -> None:
 
 
 def write_report(exp_dir: Path, metric: str) -> int:
-    cmd = [sys.executable, "-m", "analysis.fit_rule", "--results", str(exp_dir),
-           "--metric", metric]
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.fit_rule",
+        "--results",
+        str(exp_dir),
+        "--metric",
+        metric,
+    ]
     return subprocess.call(cmd)
 
 
@@ -91,8 +113,13 @@ def main(argv: list[str] | None = None) -> int:
 
         mode = "resume" if args.resume else "fresh" if args.fresh else "auto"
         check_storage_arg(args.storage, args.journal)
-        exp_dir = run_sweep(cfg, Path(args.storage), args.address or None, mode,
-                            Options(args.shared_storage, args.journal))
+        exp_dir = run_sweep(
+            cfg,
+            Path(args.storage),
+            args.address or None,
+            mode,
+            Options(args.shared_storage, args.journal),
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -105,9 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     report = ""
     if not args.no_report:
         ok = write_report(exp_dir, cfg.metric) == 0
-        report = (f"report:      {exp_dir / 'report' / 'report.md'} (and report.html)\n"
-                  if ok else "report:      not written (see the error above)\n")
-    print(f"\nresults:     {exp_dir}\n{report}"
-          f"tensorboard: make tensorboard STORAGE={args.storage}  "
-          f"(or: tensorboard --logdir {exp_dir} --host 127.0.0.1)")
+        report = (
+            f"report:      {exp_dir / 'report' / 'report.md'} (and report.html)\n"
+            if ok
+            else "report:      not written (see the error above)\n"
+        )
+    print(
+        f"\nresults:     {exp_dir}\n{report}"
+        f"tensorboard: make tensorboard STORAGE={args.storage}  "
+        f"(or: tensorboard --logdir {exp_dir} --host 127.0.0.1)"
+    )
     return 0

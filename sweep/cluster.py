@@ -95,8 +95,10 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
     host, _, port = where.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
-        raise ConfigError(f"Ray address '{where}' is not HEAD:PORT; pass --address (or "
-                          "RAY_ADDRESS) as `ray start --head` printed it, e.g. 10.0.0.1:6379")
+        raise ConfigError(
+            f"Ray address '{where}' is not HEAD:PORT; pass --address (or "
+            "RAY_ADDRESS) as `ray start --head` printed it, e.g. 10.0.0.1:6379"
+        )
     hosts = [host]
     if host in ("localhost", "127.0.0.1", "::1"):  # Ray itself dials this node's own IP
         from ray.util import get_node_ip_address
@@ -112,7 +114,8 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
     raise ConfigError(
         f"cannot reach the Ray cluster at '{where}' ({problem}); check the address (head:port, "
         "as `ray start --head` printed it), that the head is running and that its port is open "
-        "from this machine, or leave --address and RAY_ADDRESS out for a local Ray")
+        "from this machine, or leave --address and RAY_ADDRESS out for a local Ray"
+    )
 
 
 def token_at_hand() -> bool:
@@ -128,16 +131,21 @@ def token_at_hand() -> bool:
 def use_token_if_available(address: str | None) -> None:
     """For an explicit cluster address, turn Ray's token mode on when a token is at hand and
     `RAY_AUTH_MODE` is unset. Call it before Ray is imported: Ray reads the mode once."""
-    if resolve_address(address) is not None and "RAY_AUTH_MODE" not in os.environ \
-            and token_at_hand():
+    if (
+        resolve_address(address) is not None
+        and "RAY_AUTH_MODE" not in os.environ
+        and token_at_hand()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def connect_error(address: str | None, err: BaseException) -> ConfigError:
     where = resolve_address(address)
     if where is None:
-        return ConfigError(f"cannot start a local Ray ({err}); check `ray status` and free "
-                           "memory, or pass --address HEAD:PORT of a running cluster")
+        return ConfigError(
+            f"cannot start a local Ray ({err}); check `ray status` and free "
+            "memory, or pass --address HEAD:PORT of a running cluster"
+        )
     return ConfigError(
         f"cannot reach the Ray cluster at '{where}' ({err}); check the address (head:port, as "
         "`ray start --head` printed it) and that this machine has the cluster's token "
@@ -151,27 +159,35 @@ def cluster_info() -> ClusterInfo:
     import ray
 
     nodes = tuple(
-        NodeInfo(n["NodeID"], n.get("NodeManagerAddress", "?"),
-                 float(n.get("Resources", {}).get("CPU", 0.0)),
-                 float(n.get("Resources", {}).get("GPU", 0.0)))
-        for n in ray.nodes() if n.get("Alive")
+        NodeInfo(
+            n["NodeID"],
+            n.get("NodeManagerAddress", "?"),
+            float(n.get("Resources", {}).get("CPU", 0.0)),
+            float(n.get("Resources", {}).get("GPU", 0.0)),
+        )
+        for n in ray.nodes()
+        if n.get("Alive")
     )
     ctx = ray.get_runtime_context()
-    return ClusterInfo(address=str(getattr(ctx, "gcs_address", "") or ""), nodes=nodes,
-                       driver_node_id=ctx.get_node_id())
+    return ClusterInfo(
+        address=str(getattr(ctx, "gcs_address", "") or ""),
+        nodes=nodes,
+        driver_node_id=ctx.get_node_id(),
+    )
 
 
 def describe(info: ClusterInfo) -> str:
     n = len(info.nodes)
     hosts = ", ".join(sorted({node.ip for node in info.nodes}))
-    line = (f"[sweep] Ray at {info.address or 'local'}: {n} node{'s' if n != 1 else ''} "
-            f"({hosts}), {info.cpus:g} CPUs, {info.gpus:g} GPUs")
+    line = (
+        f"[sweep] Ray at {info.address or 'local'}: {n} node{'s' if n != 1 else ''} "
+        f"({hosts}), {info.cpus:g} CPUs, {info.gpus:g} GPUs"
+    )
     return line if n == 1 else f"{line}; trials may run on {len(info.trial_nodes)} of them"
 
 
 # ---------------------------------------------------------------------------- storage
-def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo,
-                   options: Options) -> None:
+def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo, options: Options) -> None:
     """Fail (ConfigError) when trials on other nodes could not write to `storage`."""
     if not info.needs_shared_storage or where.shared or options.shared_storage:
         return
@@ -191,9 +207,12 @@ def _probe(marker: str, dataset: str, data_dir: str) -> dict[str, Any]:
     """Runs on one node: does it see the storage and have the code and the data?"""
     import ray
 
-    out: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id(),
-                           "hostname": socket.gethostname(),
-                           "sees_storage": os.path.exists(marker), "problem": ""}
+    out: dict[str, Any] = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "sees_storage": os.path.exists(marker),
+        "problem": "",
+    }
     from trainables.data import DataUnavailable, check_available
 
     try:
@@ -203,8 +222,13 @@ def _probe(marker: str, dataset: str, data_dir: str) -> dict[str, Any]:
     return out
 
 
-def probe_nodes(storage: Path, nodes: tuple[NodeInfo, ...], dataset: str, data_dir: str,
-                timeout_s: float = PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
+def probe_nodes(
+    storage: Path,
+    nodes: tuple[NodeInfo, ...],
+    dataset: str,
+    data_dir: str,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> list[dict[str, Any]]:
     """One zero-CPU task per node; ConfigError naming the first node that lacks something."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -215,8 +239,9 @@ def probe_nodes(storage: Path, nodes: tuple[NodeInfo, ...], dataset: str, data_d
     remote = ray.remote(num_cpus=0, max_retries=0)(_probe)
     try:
         refs = {
-            remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                n.node_id, soft=False)).remote(str(marker), dataset, data_dir): n
+            remote.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)
+            ).remote(str(marker), dataset, data_dir): n
             for n in nodes
         }
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
@@ -230,20 +255,25 @@ def probe_nodes(storage: Path, nodes: tuple[NodeInfo, ...], dataset: str, data_d
                 raise ConfigError(
                     f"node {node.ip} ({node.node_id[:8]}) cannot run this project's code "
                     f"({first}); install the same project and Python packages on every node "
-                    "(shared venv or container image), see docs/cluster.md") from None
+                    "(shared venv or container image), see docs/cluster.md"
+                ) from None
             if not answer["sees_storage"]:
                 raise ConfigError(
                     f"node {answer['hostname']} ({node.ip}) does not see the storage folder "
                     f"'{storage}' that this driver writes; mount the same shared filesystem "
-                    "at the same path on every node, or pass --storage on one that is")
+                    "at the same path on every node, or pass --storage on one that is"
+                )
             if answer["problem"]:
                 raise ConfigError(f"node {answer['hostname']} ({node.ip}): {answer['problem']}")
             answers.append(answer)
         for ref in pending:
             node = refs[ref]
             ray.cancel(ref, force=True)
-            print(f"[sweep] warning: node {node.ip} ({node.node_id[:8]}) did not answer the "
-                  f"storage probe within {timeout_s:g} s; not checked", flush=True)
+            print(
+                f"[sweep] warning: node {node.ip} ({node.node_id[:8]}) did not answer the "
+                f"storage probe within {timeout_s:g} s; not checked",
+                flush=True,
+            )
         return answers
     finally:
         marker.unlink(missing_ok=True)
@@ -255,15 +285,22 @@ def check_cluster(cfg: SweepConfig, storage: Path, options: Options) -> ClusterI
     info = cluster_info()
     print(describe(info), flush=True)
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        print("[sweep] warning: this Ray runs without token authentication: anyone who can "
-              "reach its ports can run code on it; see docs/cluster.md (tokens)", flush=True)
+        print(
+            "[sweep] warning: this Ray runs without token authentication: anyone who can "
+            "reach its ports can run code on it; see docs/cluster.md (tokens)",
+            flush=True,
+        )
     where = classify_storage(storage)
     require_shared(storage, where, info, options)
     require_journal_ok(cfg, where, options)
     if info.needs_shared_storage and info.trial_nodes:
-        reason = (f"{where.fstype} at {where.mount}" if where.shared
-                  else "declared by --shared-storage")
+        reason = (
+            f"{where.fstype} at {where.mount}" if where.shared else "declared by --shared-storage"
+        )
         answers = probe_nodes(storage, info.trial_nodes, cfg.dataset, cfg.resolved_data_dir)
-        print(f"[sweep] storage {storage}: shared ({reason}); seen by {len(answers)} of "
-              f"{len(info.trial_nodes)} nodes, each has the code and the data set", flush=True)
+        print(
+            f"[sweep] storage {storage}: shared ({reason}); seen by {len(answers)} of "
+            f"{len(info.trial_nodes)} nodes, each has the code and the data set",
+            flush=True,
+        )
     return info

@@ -100,8 +100,9 @@ class SweepConfig(Recipe):
 
     @property
     def resolved_data_dir(self) -> str:
-        return str(Path(self.data_dir).expanduser().resolve() if self.data_dir
-                   else DEFAULT_DATA_DIR)
+        return str(
+            Path(self.data_dir).expanduser().resolve() if self.data_dir else DEFAULT_DATA_DIR
+        )
 
     @property
     def mode(self) -> str:
@@ -109,6 +110,7 @@ class SweepConfig(Recipe):
 
 
 # ---------------------------------------------------------------- building from dicts
+
 
 def _suggest(key: str, valid: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(key, valid, n=1)
@@ -131,8 +133,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except ConfigError:
                 continue
-        names = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o))
-                            for o in options)
+        names = " or ".join(
+            "null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options
+        )
         raise ConfigError(f"{where} must be {names}, got {value!r}")
     if origin is list:
         (item,) = typing.get_args(hint)
@@ -143,8 +146,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         key_t, val_t = typing.get_args(hint)
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}")
-                for k, v in value.items()}
+        return {
+            _coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()
+        }
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -216,8 +220,10 @@ def set_dotted(raw: dict[str, Any], dotted: str) -> None:
 def load_raw(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; pass --config with a YAML "
-                          "file, e.g. sweep/configs/default.yaml")
+        raise ConfigError(
+            f"config file '{path}' does not exist; pass --config with a YAML "
+            "file, e.g. sweep/configs/default.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -248,6 +254,7 @@ def with_overrides(cfg: SweepConfig, **changes: Any) -> SweepConfig:
 
 # ---------------------------------------------------------------- value checks
 
+
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -268,60 +275,86 @@ def validate(cfg: SweepConfig) -> None:
     _choice("optuna.sampler", cfg.optuna.sampler, SAMPLERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
     _choice("metric", cfg.metric, METRICS)
-    _need(bool(cfg.name) and "/" not in cfg.name and not cfg.name.startswith("."),
-          f"name '{cfg.name}' must be a plain folder name (no '/', not starting with '.')")
+    _need(
+        bool(cfg.name) and "/" not in cfg.name and not cfg.name.startswith("."),
+        f"name '{cfg.name}' must be a plain folder name (no '/', not starting with '.')",
+    )
     _need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
     _need(cfg.seeds >= 1, f"seeds must be at least 1, got {cfg.seeds}")
     _need(len(cfg.batch_sizes) >= 1, "batch_sizes must list at least one batch size")
-    _need(len(set(cfg.batch_sizes)) == len(cfg.batch_sizes),
-          f"batch_sizes has duplicates: {cfg.batch_sizes}")
+    _need(
+        len(set(cfg.batch_sizes)) == len(cfg.batch_sizes),
+        f"batch_sizes has duplicates: {cfg.batch_sizes}",
+    )
     for b in cfg.batch_sizes:
         _need(b >= 1, f"batch_sizes: {b} is not a positive batch size; use integers >= 1")
     n_train = DATASETS[cfg.dataset].n_train
     n_train = min(n_train, cfg.n_train) if cfg.n_train > 0 else n_train
     too_big = [b for b in cfg.batch_sizes if b > n_train]
-    _need(not too_big, f"batch_sizes {too_big} exceed the {n_train} training examples of "
-          f"'{cfg.dataset}'; use batch sizes <= {n_train}")
+    _need(
+        not too_big,
+        f"batch_sizes {too_big} exceed the {n_train} training examples of "
+        f"'{cfg.dataset}'; use batch sizes <= {n_train}",
+    )
     _need(cfg.n_train >= 0, f"n_train must be >= 0 (0 = all), got {cfg.n_train}")
     _need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
     _need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    _need(cfg.diverge_factor >= 0, f"diverge_factor must be >= 0 (0 = off), got "
-          f"{cfg.diverge_factor}")
+    _need(
+        cfg.diverge_factor >= 0, f"diverge_factor must be >= 0 (0 = off), got {cfg.diverge_factor}"
+    )
     _need(cfg.max_failures >= 0, f"max_failures must be >= 0, got {cfg.max_failures}")
-    _need(cfg.checkpoints_to_keep >= 1,
-          f"checkpoints_to_keep must be >= 1, got {cfg.checkpoints_to_keep}")
+    _need(
+        cfg.checkpoints_to_keep >= 1,
+        f"checkpoints_to_keep must be >= 1, got {cfg.checkpoints_to_keep}",
+    )
     g = cfg.grid
     _need(g.base_lr > 0, f"grid.base_lr must be a positive learning rate, got {g.base_lr}")
     _need(g.base_batch_size >= 1, f"grid.base_batch_size must be >= 1, got {g.base_batch_size}")
-    _need(len(g.lr_multipliers) >= 1 and all(m > 0 for m in g.lr_multipliers),
-          f"grid.lr_multipliers must be positive numbers, got {g.lr_multipliers}")
-    for key, values in (("grid.warmup_epochs", g.warmup_epochs),
-                        ("optuna.warmup_epochs", cfg.optuna.warmup_epochs)):
+    _need(
+        len(g.lr_multipliers) >= 1 and all(m > 0 for m in g.lr_multipliers),
+        f"grid.lr_multipliers must be positive numbers, got {g.lr_multipliers}",
+    )
+    for key, values in (
+        ("grid.warmup_epochs", g.warmup_epochs),
+        ("optuna.warmup_epochs", cfg.optuna.warmup_epochs),
+    ):
         _need(len(values) >= 1, f"{key} must list at least one value (0 = no warmup)")
         for w in values:
             _need(w >= 0, f"{key}: {w} is negative; use 0 for no warmup")
-            _need(w <= cfg.epochs, f"{key}: warmup of {w} epochs is longer than the "
-                  f"{cfg.epochs} training epochs; use at most {cfg.epochs}")
+            _need(
+                w <= cfg.epochs,
+                f"{key}: warmup of {w} epochs is longer than the "
+                f"{cfg.epochs} training epochs; use at most {cfg.epochs}",
+            )
     o = cfg.optuna
-    _need(o.trials_per_batch_size >= 0,
-          f"optuna.trials_per_batch_size must be >= 0, got {o.trials_per_batch_size}")
-    _need(o.lr_range_decades > 0,
-          f"optuna.lr_range_decades must be positive, got {o.lr_range_decades}")
+    _need(
+        o.trials_per_batch_size >= 0,
+        f"optuna.trials_per_batch_size must be >= 0, got {o.trials_per_batch_size}",
+    )
+    _need(
+        o.lr_range_decades > 0,
+        f"optuna.lr_range_decades must be positive, got {o.lr_range_decades}",
+    )
     _need(o.max_widenings >= 0, f"optuna.max_widenings must be >= 0, got {o.max_widenings}")
     _need(o.widen_decades > 0, f"optuna.widen_decades must be positive, got {o.widen_decades}")
-    _need(cfg.confirm.top_k >= 0 and cfg.confirm.seeds >= 0,
-          "confirm.top_k and confirm.seeds must be >= 0")
+    _need(
+        cfg.confirm.top_k >= 0 and cfg.confirm.seeds >= 0,
+        "confirm.top_k and confirm.seeds must be >= 0",
+    )
     r = cfg.resources
-    _need(r.cpu_per_trial > 0, f"resources.cpu_per_trial must be positive, got "
-          f"{r.cpu_per_trial}")
+    _need(r.cpu_per_trial > 0, f"resources.cpu_per_trial must be positive, got {r.cpu_per_trial}")
     if isinstance(r.gpu_per_trial, str):
-        _need(r.gpu_per_trial == "auto", f"resources.gpu_per_trial must be 'auto' or a "
-              f"fraction of a GPU, got '{r.gpu_per_trial}'")
+        _need(
+            r.gpu_per_trial == "auto",
+            f"resources.gpu_per_trial must be 'auto' or a "
+            f"fraction of a GPU, got '{r.gpu_per_trial}'",
+        )
     else:
-        _need(r.gpu_per_trial >= 0, f"resources.gpu_per_trial must be >= 0, got "
-              f"{r.gpu_per_trial}")
-    _need(all(0 < f <= 1 for f in r.gpu_fraction_by_batch.values()),
-          "resources.gpu_fraction_by_batch values must be fractions in (0, 1]")
+        _need(r.gpu_per_trial >= 0, f"resources.gpu_per_trial must be >= 0, got {r.gpu_per_trial}")
+    _need(
+        all(0 < f <= 1 for f in r.gpu_fraction_by_batch.values()),
+        "resources.gpu_fraction_by_batch values must be fractions in (0, 1]",
+    )
     _need(r.max_concurrent_trials >= 0, "resources.max_concurrent_trials must be >= 0")
     if cfg.target is not None:
         _validate_target(cfg.target)
@@ -330,8 +363,14 @@ def validate(cfg: SweepConfig) -> None:
 def _validate_target(t: TargetConfig) -> None:
     _choice("target.metric", t.metric, TARGET_METRICS)
     if maximize(t.metric):
-        _need(0 < t.value <= 1, f"target.value {t.value} is not an accuracy in (0, 1]; e.g. "
-              f"target: {{metric: {t.metric}, value: 0.97}}")
+        _need(
+            0 < t.value <= 1,
+            f"target.value {t.value} is not an accuracy in (0, 1]; e.g. "
+            f"target: {{metric: {t.metric}, value: 0.97}}",
+        )
     else:
-        _need(t.value > 0, f"target.value {t.value} must be a positive loss for target.metric "
-              f"{t.metric}; or use target: {{metric: val_acc, value: 0.97}}")
+        _need(
+            t.value > 0,
+            f"target.value {t.value} must be a positive loss for target.metric "
+            f"{t.metric}; or use target: {{metric: val_acc, value: 0.97}}",
+        )

@@ -39,16 +39,30 @@ class Done:
         return math.isfinite(self.value)
 
 
-def outcome(trial_id: str, phase: str, config: dict[str, Any], result: dict | None,
-            metric: str, error: bool) -> Done:
+def outcome(
+    trial_id: str,
+    phase: str,
+    config: dict[str, Any],
+    result: dict | None,
+    metric: str,
+    error: bool,
+) -> Done:
     """A finished trial's `Done` from its config and Ray's last result (None: it failed)."""
     diverged = bool(result and result.get("diverged"))
     value = float(result[metric]) if result and metric in result else math.nan
     if diverged or not math.isfinite(value):
         value = math.nan
-    return Done(phase, config["batch_size"], config["lr"], config["warmup_epochs"],
-                config["seed"], value, diverged, failed=error or result is None,
-                trial_id=trial_id)
+    return Done(
+        phase,
+        config["batch_size"],
+        config["lr"],
+        config["warmup_epochs"],
+        config["seed"],
+        value,
+        diverged,
+        failed=error or result is None,
+        trial_id=trial_id,
+    )
 
 
 @dataclass
@@ -73,8 +87,9 @@ class StudyState:
 
 def ranked(done: list[Done], batch_size: int, maximize: bool) -> list[Done]:
     """The batch size's feasible grid and Optuna trials, best first."""
-    feasible = [d for d in done
-                if d.batch_size == batch_size and d.phase != "confirm" and d.feasible]
+    feasible = [
+        d for d in done if d.batch_size == batch_size and d.phase != "confirm" and d.feasible
+    ]
     return sorted(feasible, key=lambda d: d.value, reverse=maximize)
 
 
@@ -106,8 +121,9 @@ class Widening:
     extra: int  # trials added to the budget
 
 
-def widening(st: StudyState, done: list[Done], max_widenings: int, widen_decades: float,
-             maximize: bool) -> Widening | None:
+def widening(
+    st: StudyState, done: list[Done], max_widenings: int, widen_decades: float, maximize: bool
+) -> Widening | None:
     """Grow the study's range when its best lr is within one step of an edge (once it has run
     at least a third of its budget, and at most `max_widenings` times)."""
     n_optuna = sum(1 for d in done if d.phase == "optuna" and d.batch_size == st.batch_size)
@@ -139,8 +155,11 @@ def bracket(st: StudyState, done: list[Done], maximize: bool) -> Bracket | None:
     if not best_first:
         return None
     best = best_first[0]
-    tried = [d for d in done if d.batch_size == st.batch_size
-             and d.phase in ("grid", "optuna") and not d.failed]
+    tried = [
+        d
+        for d in done
+        if d.batch_size == st.batch_size and d.phase in ("grid", "optuna") and not d.failed
+    ]
     feasible = [d.lr for d in tried if d.feasible]
     infeasible = [d.lr for d in tried if not d.feasible]
     target = None
@@ -155,11 +174,13 @@ def bracket(st: StudyState, done: list[Done], maximize: bool) -> Bracket | None:
     return Bracket(target, best)
 
 
-def next_study(studies: list[StudyState], in_flight: dict[int, int],
-               grid_done: set[int]) -> StudyState | None:
+def next_study(
+    studies: list[StudyState], in_flight: dict[int, int], grid_done: set[int]
+) -> StudyState | None:
     """The study to ask next: among those with budget left whose batch size's grid trials have
     all finished (they are told first), the one that has asked least (counting trials in
     flight), then the smallest batch size: studies advance round-robin."""
     ready = [s for s in studies if s.asked < s.budget and s.batch_size in grid_done]
-    return min(ready, default=None,
-               key=lambda s: (s.asked + in_flight.get(s.batch_size, 0), s.batch_size))
+    return min(
+        ready, default=None, key=lambda s: (s.asked + in_flight.get(s.batch_size, 0), s.batch_size)
+    )

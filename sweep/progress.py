@@ -44,15 +44,24 @@ def forget_last_run() -> None:
     _last_run.clear()
 
 
-def progress_line(done: Done, counts: dict[str, int], totals: dict[str, int], metric: str,
-                  trial_s: float, elapsed_s: float) -> str:
+def progress_line(
+    done: Done,
+    counts: dict[str, int],
+    totals: dict[str, int],
+    metric: str,
+    trial_s: float,
+    elapsed_s: float,
+) -> str:
     n, total = sum(counts.values()), sum(totals.values())
     phases = " | ".join(f"{p} {counts[p]}/{totals[p]}" for p in totals if totals[p])
-    outcome = ("FAILED" if done.failed else "diverged" if done.diverged
-               else f"{metric} {done.value:.4f}")
-    return (f"[sweep {n}/{total}] {phases} | {done.phase} B={done.batch_size} "
-            f"lr={done.lr:.3g} warmup={done.warmup:g} seed={done.seed}: {outcome} "
-            f"({trial_s:.1f} s; {elapsed_s / 60:.1f} min elapsed)")
+    outcome = (
+        "FAILED" if done.failed else "diverged" if done.diverged else f"{metric} {done.value:.4f}"
+    )
+    return (
+        f"[sweep {n}/{total}] {phases} | {done.phase} B={done.batch_size} "
+        f"lr={done.lr:.3g} warmup={done.warmup:g} seed={done.seed}: {outcome} "
+        f"({trial_s:.1f} s; {elapsed_s / 60:.1f} min elapsed)"
+    )
 
 
 class SweepProgress(Callback):
@@ -78,5 +87,14 @@ class SweepProgress(Callback):
             return
         last = trial.last_result or {}
         trial_s = math.nan if done.failed else float(last.get("time_total_s", math.nan))
-        print(progress_line(done, s.finished_counts(), s.totals(), s.plan.metric, trial_s,
-                            time.time() - s.started), flush=True)
+        print(
+            progress_line(
+                done,
+                s.finished_counts(),
+                s.totals(),
+                s.plan.metric,
+                trial_s,
+                time.time() - s.started,
+            ),
+            flush=True,
+        )

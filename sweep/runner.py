@@ -39,18 +39,28 @@ def build_plan(cfg: SweepConfig, exp_dir: Path, version: str = "") -> Plan:
         for i, b in enumerate(cfg.batch_sizes):
             lo, hi = space.optuna_log10_range(cfg, b)
             studies[b] = StudyState(
-                batch_size=b, log10_lo=lo, log10_hi=hi,
+                batch_size=b,
+                log10_lo=lo,
+                log10_hi=hi,
                 budget=cfg.optuna.trials_per_batch_size,
-                sampler_seed=space.sampler_seed(cfg, i), base_name=f"{cfg.name}-{run}-B{b}",
+                sampler_seed=space.sampler_seed(cfg, i),
+                base_name=f"{cfg.name}-{run}-B{b}",
             )
     return Plan(
-        grid=space.grid_trials(cfg, version), base=space.trial_base(cfg, version),
-        batch_sizes=list(cfg.batch_sizes), studies=studies,
-        warmup_choices=space.warmup_choices(cfg), sampler=cfg.optuna.sampler,
-        optuna_seed=cfg.seed, confirm_top_k=cfg.confirm.top_k,
-        confirm_seeds=space.confirm_seeds(cfg), max_widenings=cfg.optuna.max_widenings,
-        widen_decades=cfg.optuna.widen_decades, journal_path=str(exp_dir / JOURNAL),
-        metric=cfg.metric, mode=cfg.mode,
+        grid=space.grid_trials(cfg, version),
+        base=space.trial_base(cfg, version),
+        batch_sizes=list(cfg.batch_sizes),
+        studies=studies,
+        warmup_choices=space.warmup_choices(cfg),
+        sampler=cfg.optuna.sampler,
+        optuna_seed=cfg.seed,
+        confirm_top_k=cfg.confirm.top_k,
+        confirm_seeds=space.confirm_seeds(cfg),
+        max_widenings=cfg.optuna.max_widenings,
+        widen_decades=cfg.optuna.widen_decades,
+        journal_path=str(exp_dir / JOURNAL),
+        metric=cfg.metric,
+        mode=cfg.mode,
     )
 
 
@@ -91,15 +101,18 @@ def decide_start(cfg: SweepConfig, exp_dir: Path, mode: str) -> str:
 
     restorable = exp_dir.is_dir() and Tuner.can_restore(str(exp_dir))
     if mode == "resume" and not restorable:
-        raise ConfigError(f"--resume: nothing to resume in '{exp_dir}'; run without --resume "
-                          "to start this sweep")
+        raise ConfigError(
+            f"--resume: nothing to resume in '{exp_dir}'; run without --resume to start this sweep"
+        )
     if mode == "fresh" or not restorable:
         return "new"
     previous = saved_config(exp_dir)
     if previous is not None and previous != json.loads(json.dumps(asdict(cfg))):
-        raise ConfigError(f"'{exp_dir}' holds a sweep '{cfg.name}' with a different config; "
-                          "pass --fresh to start over (the old one is moved aside) or --name "
-                          "to run this one beside it")
+        raise ConfigError(
+            f"'{exp_dir}' holds a sweep '{cfg.name}' with a different config; "
+            "pass --fresh to start over (the old one is moved aside) or --name "
+            "to run this one beside it"
+        )
     return "restore"
 
 
@@ -108,8 +121,11 @@ def init_ray(address: str | None) -> dict[str, float]:
 
     # per-epoch checkpoints with num_to_keep force frequent (cheap, local) state snapshots
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning",
-                              "log_to_driver": True}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": "warning",
+        "log_to_driver": True,
+    }
     cluster.check_reachable(address)  # fails fast on a dead address
     try:
         ray.init(address=address, **kwargs)
@@ -118,8 +134,9 @@ def init_ray(address: str | None) -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-def make_tuner(cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: float,
-               restore: bool) -> Any:
+def make_tuner(
+    cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: float, restore: bool
+) -> Any:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -128,22 +145,28 @@ def make_tuner(cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: fl
     gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.batch_sizes}
     trainable = tune.with_resources(
         tune_trainable,
-        resources=functools.partial(space.trial_resources, cfg.resources.cpu_per_trial,
-                                    gpu_by_batch),
+        resources=functools.partial(
+            space.trial_resources, cfg.resources.cpu_per_trial, gpu_by_batch
+        ),
     )
     if restore:
-        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True)
+        return tune.Tuner.restore(
+            str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
     searcher = PhasedSearcher(plan, slots)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=slots), num_samples=-1,
-            reuse_actors=True, trial_dirname_creator=space.trial_dirname,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=slots),
+            num_samples=-1,
+            reuse_actors=True,
+            trial_dirname_creator=space.trial_dirname,
             trial_name_creator=space.trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=cfg.name, storage_path=str(exp_dir.parent), verbose=0,
+            name=cfg.name,
+            storage_path=str(exp_dir.parent),
+            verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             callbacks=[SweepProgress(searcher)],
@@ -151,8 +174,13 @@ def make_tuner(cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: fl
     )
 
 
-def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
-              mode: str = "auto", options: Options | None = None) -> Path:
+def run_sweep(
+    cfg: SweepConfig,
+    storage: Path,
+    address: str | None = None,
+    mode: str = "auto",
+    options: Options | None = None,
+) -> Path:
     """Run (or resume) the sweep; return the experiment folder."""
     options = options or Options()
     storage = storage.expanduser().resolve()
@@ -172,9 +200,12 @@ def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
     plan = build_plan(cfg, exp_dir, space.code_version())
     plan.journal_path = journal_path(options, exp_dir / JOURNAL)
     counts = planned_counts(cfg)
-    print(f"[sweep] '{cfg.name}': {sum(counts.values())} trials planned ({counts['grid']} grid, "
-          f"{counts['optuna']} optuna, {counts['confirm']} confirm) on {cpus:g} CPUs, "
-          f"{gpus:g} GPUs, {slots} at a time; results in {exp_dir}", flush=True)
+    print(
+        f"[sweep] '{cfg.name}': {sum(counts.values())} trials planned ({counts['grid']} grid, "
+        f"{counts['optuna']} optuna, {counts['confirm']} confirm) on {cpus:g} CPUs, "
+        f"{gpus:g} GPUs, {slots} at a time; results in {exp_dir}",
+        flush=True,
+    )
     t0 = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines, not Optuna's
     tuner = make_tuner(cfg, exp_dir, plan, slots, gpus, restore=start == "restore")
@@ -186,10 +217,14 @@ def run_sweep(cfg: SweepConfig, storage: Path, address: str | None = None,
         n_done = end.trials_done if end else len(results) - unfinished
         raise SweepInterrupted(
             f"[sweep] interrupted after {n_done} finished trials; unfinished ones keep their "
-            "last epoch checkpoint; run the same command again to resume")
+            "last epoch checkpoint; run the same command again to resume"
+        )
     n_err = results.num_errors
-    print(f"[sweep] finished {len(results)} trials in {(time.time() - t0) / 60:.1f} min"
-          + (f"; {n_err} failed (see their error.txt)" if n_err else ""), flush=True)
+    print(
+        f"[sweep] finished {len(results)} trials in {(time.time() - t0) / 60:.1f} min"
+        + (f"; {n_err} failed (see their error.txt)" if n_err else ""),
+        flush=True,
+    )
     return exp_dir
 
 
@@ -205,42 +240,56 @@ def measurement_lines(cfg: SweepConfig) -> list[str]:
     """What the trials measure beyond the contract's quality metrics."""
     out = []
     if cfg.measure_noise_scale:
-        out.append("every trial measures the gradient noise scale B_simple (`noise_scale`; "
-                   "about +50% gradient compute, no CUDA graphs)")
+        out.append(
+            "every trial measures the gradient noise scale B_simple (`noise_scale`; "
+            "about +50% gradient compute, no CUDA graphs)"
+        )
     if cfg.target is not None:
         sign = ">=" if maximize(cfg.target.metric) else "<="
-        out.append(f"every trial reports its steps to {cfg.target.metric} {sign} "
-                   f"{cfg.target.value:g} (`steps_to_target`)")
+        out.append(
+            f"every trial reports its steps to {cfg.target.metric} {sign} "
+            f"{cfg.target.value:g} (`steps_to_target`)"
+        )
     return out
 
 
 def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
     """Text listing every grid trial and its resources, and what follows."""
     slots = concurrent_slots(cfg, cpus, gpus)
-    lines = [f"sweep '{cfg.name}': {cfg.dataset} / {cfg.model} / {cfg.optimizer}, "
-             f"{cfg.epochs} epochs per trial; {cpus:g} CPUs, {gpus:g} GPUs here -> {slots} "
-             "trials at a time", *measurement_lines(cfg), "",
-             f"{'#':>4}  {'phase':<6} {'batch_size':>10} {'lr':>10} {'warmup_epochs':>13} "
-             f"{'seed':>5}  resources"]
+    lines = [
+        f"sweep '{cfg.name}': {cfg.dataset} / {cfg.model} / {cfg.optimizer}, "
+        f"{cfg.epochs} epochs per trial; {cpus:g} CPUs, {gpus:g} GPUs here -> {slots} "
+        "trials at a time",
+        *measurement_lines(cfg),
+        "",
+        f"{'#':>4}  {'phase':<6} {'batch_size':>10} {'lr':>10} {'warmup_epochs':>13} "
+        f"{'seed':>5}  resources",
+    ]
     gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.batch_sizes}
     for i, t in enumerate(space.grid_trials(cfg), 1):
         res = space.trial_resources(cfg.resources.cpu_per_trial, gpu_by_batch, t)
-        lines.append(f"{i:>4}  {t['phase']:<6} {t['batch_size']:>10} {t['lr']:>10.4g} "
-                     f"{t['warmup_epochs']:>13g} {t['seed']:>5}  {format_resources(res)}")
+        lines.append(
+            f"{i:>4}  {t['phase']:<6} {t['batch_size']:>10} {t['lr']:>10.4g} "
+            f"{t['warmup_epochs']:>13g} {t['seed']:>5}  {format_resources(res)}"
+        )
     counts = planned_counts(cfg)
     o, c = cfg.optuna, cfg.confirm
     lines.append("")
     if counts["optuna"]:
-        lines.append(f"then {counts['optuna']} Optuna trials: one study per batch size x "
-                     f"{o.trials_per_batch_size} trials, lr in linear-rule lr x "
-                     f"10^[-{o.lr_range_decades:g}, +{o.lr_range_decades:g}], warmup in "
-                     f"{space.warmup_choices(cfg)}, sampler {o.sampler} (ranges at an edge "
-                     f"widen up to {o.max_widenings} times, adding trials)")
+        lines.append(
+            f"then {counts['optuna']} Optuna trials: one study per batch size x "
+            f"{o.trials_per_batch_size} trials, lr in linear-rule lr x "
+            f"10^[-{o.lr_range_decades:g}, +{o.lr_range_decades:g}], warmup in "
+            f"{space.warmup_choices(cfg)}, sampler {o.sampler} (ranges at an edge "
+            f"widen up to {o.max_widenings} times, adding trials)"
+        )
     else:
         lines.append("no Optuna phase (optuna.trials_per_batch_size: 0)")
     if counts["confirm"]:
-        lines.append(f"then {counts['confirm']} confirmation trials: the best {c.top_k} lrs "
-                     f"of each batch size x {c.seeds} new seeds")
+        lines.append(
+            f"then {counts['confirm']} confirmation trials: the best {c.top_k} lrs "
+            f"of each batch size x {c.seeds} new seeds"
+        )
     total = sum(counts.values())
     lines.append(f"total: {total} trials, about {math.ceil(total / slots)} rounds of {slots}")
     return "\n".join(lines)

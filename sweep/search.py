@@ -103,8 +103,9 @@ class PhasedSearcher(Searcher):
         self.max_concurrent = max_concurrent
         return True
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
-                              **spec: Any) -> bool:
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -119,8 +120,9 @@ class PhasedSearcher(Searcher):
         self.state.live[trial_id] = nxt
         return nxt.config
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         live = self.state.live.pop(trial_id, None)
         if live is None:
             return
@@ -134,8 +136,13 @@ class PhasedSearcher(Searcher):
             self._maybe_widen(st) or self._maybe_bracket(st)
 
     def get_state(self) -> dict[str, Any]:
-        return {"plan": self.plan, "state": self.state, "run_id": self.run_id,
-                "started": self.started, "max_concurrent": self.max_concurrent}
+        return {
+            "plan": self.plan,
+            "state": self.state,
+            "run_id": self.run_id,
+            "started": self.started,
+            "max_concurrent": self.max_concurrent,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.plan, self.state = state["plan"], state["state"]
@@ -160,8 +167,11 @@ class PhasedSearcher(Searcher):
     def totals(self) -> dict[str, int]:
         p = self.plan
         n_confirm = len(p.batch_sizes) * p.confirm_top_k * len(p.confirm_seeds)
-        return {"grid": len(p.grid), "optuna": sum(s.budget for s in p.studies.values()),
-                "confirm": n_confirm}
+        return {
+            "grid": len(p.grid),
+            "optuna": sum(s.budget for s in p.studies.values()),
+            "confirm": n_confirm,
+        }
 
     def finished_counts(self) -> dict[str, int]:
         counts = {"grid": 0, "optuna": 0, "confirm": 0}
@@ -186,31 +196,42 @@ class PhasedSearcher(Searcher):
         return Live("grid", config)
 
     def _grid_finished(self, batch_size: int) -> bool:
-        if any(c["batch_size"] == batch_size for c in self.plan.grid[self.state.grid_next:]):
+        if any(c["batch_size"] == batch_size for c in self.plan.grid[self.state.grid_next :]):
             return False
-        return not any(lv.phase == "grid" and lv.config["batch_size"] == batch_size
-                       for lv in self.state.live.values())
+        return not any(
+            lv.phase == "grid" and lv.config["batch_size"] == batch_size
+            for lv in self.state.live.values()
+        )
 
     def _in_flight(self, batch_size: int, phase: str) -> int:
-        return sum(1 for lv in self.state.live.values()
-                   if lv.phase == phase and lv.config["batch_size"] == batch_size)
+        return sum(
+            1
+            for lv in self.state.live.values()
+            if lv.phase == phase and lv.config["batch_size"] == batch_size
+        )
 
     def _next_optuna(self) -> Live | None:
         sizes = self.plan.batch_sizes
-        st = decide.next_study(list(self.plan.studies.values()),
-                               {b: self._in_flight(b, "optuna") for b in sizes},
-                               {b for b in sizes if self._grid_finished(b)})
+        st = decide.next_study(
+            list(self.plan.studies.values()),
+            {b: self._in_flight(b, "optuna") for b in sizes},
+            {b for b in sizes if self._grid_finished(b)},
+        )
         if st is None:
             return None
         number, lr, warmup = self.studies.ask(st)
         st.asked += 1
-        config = space.trial(self.plan.base, st.batch_size, lr, warmup, self.plan.optuna_seed,
-                             "optuna")
+        config = space.trial(
+            self.plan.base, st.batch_size, lr, warmup, self.plan.optuna_seed, "optuna"
+        )
         return Live("optuna", config, study=st.name, number=number)
 
     def _study_finished(self, st: StudyState) -> bool:
-        return (st.asked >= st.budget and self._in_flight(st.batch_size, "optuna") == 0
-                and self._grid_finished(st.batch_size))
+        return (
+            st.asked >= st.budget
+            and self._in_flight(st.batch_size, "optuna") == 0
+            and self._grid_finished(st.batch_size)
+        )
 
     def _confirming(self) -> bool:
         return bool(self.plan.confirm_top_k and self.plan.confirm_seeds)
@@ -224,7 +245,8 @@ class PhasedSearcher(Searcher):
                 self.state.confirm_queue.extend(
                     space.trial(self.plan.base, b, lr, w, seed, "confirm")
                     for lr, w in decide.confirm_picks(best_first, self.plan.confirm_top_k)
-                    for seed in self.plan.confirm_seeds)
+                    for seed in self.plan.confirm_seeds
+                )
                 self.state.confirmed.append(b)
         if not self.state.confirm_queue:
             return None
@@ -253,8 +275,7 @@ class PhasedSearcher(Searcher):
 
     def _maybe_widen(self, st: StudyState) -> bool:
         p = self.plan
-        w = decide.widening(st, self.state.done, p.max_widenings, p.widen_decades,
-                            self.maximize)
+        w = decide.widening(st, self.state.done, p.max_widenings, p.widen_decades, self.maximize)
         if w is None:
             return False
         old = (st.log10_lo, st.log10_hi)
@@ -264,10 +285,12 @@ class PhasedSearcher(Searcher):
         for d in self.state.done:  # the new study starts from everything run so far
             if d.batch_size == st.batch_size and d.phase in ("grid", "optuna") and not d.failed:
                 self.studies.add(st, d, self._told_value(d))
-        self._note(f"[optuna] B={st.batch_size}: best lr {w.best_lr:.3g} is at the {w.edge} "
-                   f"edge of [{10**old[0]:.3g}, {10**old[1]:.3g}]; widened to "
-                   f"[{10**st.log10_lo:.3g}, {10**st.log10_hi:.3g}] and added {w.extra} "
-                   f"trials (widening {st.widenings}/{p.max_widenings})")
+        self._note(
+            f"[optuna] B={st.batch_size}: best lr {w.best_lr:.3g} is at the {w.edge} "
+            f"edge of [{10 ** old[0]:.3g}, {10 ** old[1]:.3g}]; widened to "
+            f"[{10**st.log10_lo:.3g}, {10**st.log10_hi:.3g}] and added {w.extra} "
+            f"trials (widening {st.widenings}/{p.max_widenings})"
+        )
         return True
 
     def _maybe_bracket(self, st: StudyState) -> None:
@@ -277,8 +300,10 @@ class PhasedSearcher(Searcher):
         st.brackets += 1
         st.budget += 1
         self.studies.enqueue(st, b.lr, b.best.warmup)
-        self._note(f"[optuna] B={st.batch_size}: best lr {b.best.lr:.3g} has no feasible trial "
-                   f"on one side; added a trial at {b.lr:.3g} to bracket it")
+        self._note(
+            f"[optuna] B={st.batch_size}: best lr {b.best.lr:.3g} has no feasible trial "
+            f"on one side; added a trial at {b.lr:.3g} to bracket it"
+        )
 
     def _note(self, message: str) -> None:
         self.state.notes.append(message)

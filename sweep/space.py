@@ -36,8 +36,9 @@ def code_version() -> str:
 
 def _git(cwd: Path, *args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd,
-                             timeout=5, check=False)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=cwd, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -47,17 +48,25 @@ def trial_base(cfg: SweepConfig, version: str = "") -> dict[str, Any]:
     """Keys shared by every trial of the sweep: the recipe's, plus where the data is, the
     steps-to-target setting and the code version (the flat params.json contract)."""
     return {f.name: getattr(cfg, f.name) for f in fields(Recipe)} | {
-        "data_dir": cfg.resolved_data_dir, "code_version": version,
+        "data_dir": cfg.resolved_data_dir,
+        "code_version": version,
         "target_metric": cfg.target.metric if cfg.target else "",
         "target_value": cfg.target.value if cfg.target else 0.0,
     }
 
 
-def trial(base: dict[str, Any], batch_size: int, lr: float, warmup_epochs: float, seed: int,
-          phase: str) -> dict[str, Any]:
+def trial(
+    base: dict[str, Any], batch_size: int, lr: float, warmup_epochs: float, seed: int, phase: str
+) -> dict[str, Any]:
     """One trial's config: the shared keys and the ones that vary (contract.TRIAL_KEYS)."""
-    return {**base, "batch_size": batch_size, "lr": lr, "warmup_epochs": warmup_epochs,
-            "seed": seed, "phase": phase}
+    return {
+        **base,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_epochs": warmup_epochs,
+        "seed": seed,
+        "phase": phase,
+    }
 
 
 def linear_rule_lr(cfg: SweepConfig, batch_size: int) -> float:
@@ -123,5 +132,7 @@ def trial_resources(cpu: float, gpu_by_batch: dict[int, float], config: dict) ->
 def trial_dirname(trial: Any) -> str:
     """Short, readable trial folder (and TensorBoard run) name."""
     c = trial.config
-    return (f"{c.get('phase', 'trial')}_{trial.trial_id}_B{c.get('batch_size')}"
-            f"_lr{c.get('lr', 0):.3g}_w{c.get('warmup_epochs', 0):g}_s{c.get('seed', 0)}")
+    return (
+        f"{c.get('phase', 'trial')}_{trial.trial_id}_B{c.get('batch_size')}"
+        f"_lr{c.get('lr', 0):.3g}_w{c.get('warmup_epochs', 0):g}_s{c.get('seed', 0)}"
+    )

@@ -27,17 +27,50 @@ if TYPE_CHECKING:
     from sweep.config import SweepConfig
 
 # fstype as /proc/mounts spells it; every node mounting the same export sees the same files
-NETWORK_FS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
-    "fuse.glusterfs", "ceph", "fuse.ceph-fuse", "panfs", "wekafs", "orangefs", "pvfs2", "afs",
-    "ocfs2", "gfs2", "quobyte", "fuse.quobyte", "fuse.juicefs", "fuse.sshfs", "fuse.lizardfs",
-    "fuse.mfs", "fuse.moosefs", "davfs", "fuse.davfs",
-})
+NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "glusterfs",
+        "fuse.glusterfs",
+        "ceph",
+        "fuse.ceph-fuse",
+        "panfs",
+        "wekafs",
+        "orangefs",
+        "pvfs2",
+        "afs",
+        "ocfs2",
+        "gfs2",
+        "quobyte",
+        "fuse.quobyte",
+        "fuse.juicefs",
+        "fuse.sshfs",
+        "fuse.lizardfs",
+        "fuse.mfs",
+        "fuse.moosefs",
+        "davfs",
+        "fuse.davfs",
+    }
+)
 # object stores mounted as a filesystem: shared, but without reliable appends or locks
-OBJECT_STORE_MOUNTS = frozenset({
-    "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3", "fuse.goofys", "fuse.rclone",
-    "fuse.blobfuse", "fuse.blobfuse2",
-})
+OBJECT_STORE_MOUNTS = frozenset(
+    {
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.mountpoint-s3",
+        "fuse.goofys",
+        "fuse.rclone",
+        "fuse.blobfuse",
+        "fuse.blobfuse2",
+    }
+)
 URI_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
@@ -72,8 +105,10 @@ def check_writable(storage: Path) -> None:
     """The storage folder must be creatable and writable (checked without writing)."""
     probe = writable_ancestor(storage)
     if probe is not None:
-        raise ConfigError(f"storage path '{storage}' is not writable (at '{probe}'); pass "
-                          "--storage (or STORAGE=) with a folder you can write")
+        raise ConfigError(
+            f"storage path '{storage}' is not writable (at '{probe}'); pass "
+            "--storage (or STORAGE=) with a folder you can write"
+        )
 
 
 def is_uri(storage: str | Path) -> bool:
@@ -87,10 +122,13 @@ def check_storage_arg(storage: str, journal: str | None = None) -> None:
         raise ConfigError(
             f"--storage {storage}: object-store URIs ({scheme}://) are not supported yet (the "
             "experiment folder and Optuna journal need a filesystem); mount the bucket on every "
-            "node (mountpoint-s3, gcsfuse) or use a shared filesystem path, see docs/cluster.md")
+            "node (mountpoint-s3, gcsfuse) or use a shared filesystem path, see docs/cluster.md"
+        )
     if journal is not None and is_uri(journal):
-        raise ConfigError(f"--journal {journal}: Optuna's journal must be a file path on a "
-                          "POSIX filesystem, not a URI; pass --journal /shared/path/journal.log")
+        raise ConfigError(
+            f"--journal {journal}: Optuna's journal must be a file path on a "
+            "POSIX filesystem, not a URI; pass --journal /shared/path/journal.log"
+        )
 
 
 def _unescape(field: str) -> str:
@@ -113,8 +151,14 @@ def read_mounts(text: str | None = None) -> list[tuple[str, str, str]]:
 
 
 def _fs_kind(device: str, fstype: str) -> tuple[str, str]:
-    if fstype == "fuse" and device in ("mountpoint-s3", "s3fs", "gcsfuse", "goofys",
-                                       "blobfuse2", "rclone"):
+    if fstype == "fuse" and device in (
+        "mountpoint-s3",
+        "s3fs",
+        "gcsfuse",
+        "goofys",
+        "blobfuse2",
+        "rclone",
+    ):
         fstype = f"fuse.{device}"  # some FUSE mounts only name themselves in the device field
     if fstype in OBJECT_STORE_MOUNTS:
         return "object-mount", fstype
@@ -148,14 +192,20 @@ def journal_path(options: Options, default: Path) -> str:
 
 
 def require_journal_ok(cfg: SweepConfig, where: StorageInfo, options: Options) -> None:
-    if where.kind == "object-mount" and cfg.optuna.trials_per_batch_size > 0 \
-            and not options.journal:
+    if (
+        where.kind == "object-mount"
+        and cfg.optuna.trials_per_batch_size > 0
+        and not options.journal
+    ):
         raise ConfigError(
             f"the storage is an object-store mount ({where.fstype} at {where.mount}), where "
             "Optuna's journal file cannot append or lock; pass --journal PATH on an ordinary "
-            "filesystem (shared, if the driver may move)")
+            "filesystem (shared, if the driver may move)"
+        )
     if options.journal:
         probe = writable_ancestor(Path(options.journal).expanduser().resolve().parent)
         if probe is not None:
-            raise ConfigError(f"--journal {options.journal}: cannot write in '{probe}'; pass a "
-                              "path in a folder you can write")
+            raise ConfigError(
+                f"--journal {options.journal}: cannot write in '{probe}'; pass a "
+                "path in a folder you can write"
+            )

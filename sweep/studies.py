@@ -36,8 +36,9 @@ class Studies:
     """Opens, asks and tells the sweep's studies (cached per process, rebuilt from the
     journal after a restore)."""
 
-    def __init__(self, journal_path: str, sampler: str, maximize: bool,
-                 warmup_choices: list[float]) -> None:
+    def __init__(
+        self, journal_path: str, sampler: str, maximize: bool, warmup_choices: list[float]
+    ) -> None:
         self.storage = JournalStorage(JournalFileBackend(journal_path))
         self.sampler, self.maximize, self.warmup_choices = sampler, maximize, warmup_choices
         self._open: dict[str, optuna.Study] = {}
@@ -46,7 +47,9 @@ class Studies:
         """The study a batch size uses now (created in the journal the first time)."""
         if st.name not in self._open:
             self._open[st.name] = optuna.create_study(
-                study_name=st.name, storage=self.storage, load_if_exists=True,
+                study_name=st.name,
+                storage=self.storage,
+                load_if_exists=True,
                 direction="maximize" if self.maximize else "minimize",
                 sampler=make_sampler(self.sampler, st.sampler_seed, st.budget),
             )
@@ -63,8 +66,7 @@ class Studies:
 
     def distributions(self, st: StudyState) -> dict[str, Any]:
         return {
-            LR: optuna.distributions.FloatDistribution(10**st.log10_lo, 10**st.log10_hi,
-                                                       log=True),
+            LR: optuna.distributions.FloatDistribution(10**st.log10_lo, 10**st.log10_hi, log=True),
             WARMUP: optuna.distributions.CategoricalDistribution(self.warmup_choices),
         }
 
@@ -86,9 +88,14 @@ class Studies:
 
     def add(self, st: StudyState, done: Done, value: float) -> None:
         """Tell `st`'s current study a finished trial that it did not ask for."""
-        self.study(st).add_trial(optuna.trial.create_trial(
-            params={LR: done.lr, WARMUP: done.warmup}, distributions=self.distributions(st),
-            value=value, user_attrs={"phase": done.phase, "diverged": done.diverged}))
+        self.study(st).add_trial(
+            optuna.trial.create_trial(
+                params={LR: done.lr, WARMUP: done.warmup},
+                distributions=self.distributions(st),
+                value=value,
+                user_attrs={"phase": done.phase, "diverged": done.diverged},
+            )
+        )
 
     def enqueue(self, st: StudyState, lr: float, warmup: float) -> None:
         """Make `st`'s next ask return this (lr, warmup), marked as a bracketing trial."""

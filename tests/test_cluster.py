@@ -57,16 +57,19 @@ fs1:/export/my\\040data /mnt/my\\040data nfs rw 0 0
 
 
 # ---------------------------------------------------------------------------- fast, no Ray
-@pytest.mark.parametrize("path, kind, fstype", [
-    ("/shared/alice/results", "network", "nfs4"),
-    ("/shared", "network", "nfs4"),
-    ("/shared/scratch/results", "local", "xfs"),  # a local disk mounted inside the NFS tree
-    ("/sharedx/results", "local", "ext4"),  # a prefix of the name is not a parent
-    ("/lus/proj/r", "network", "lustre"),
-    ("/tmp/results", "local", "tmpfs"),
-    ("/mnt/bucket/sweeps", "object-mount", "fuse.mountpoint-s3"),
-    ("/mnt/my data/r", "network", "nfs"),  # /proc/mounts escapes the space as \040
-])
+@pytest.mark.parametrize(
+    "path, kind, fstype",
+    [
+        ("/shared/alice/results", "network", "nfs4"),
+        ("/shared", "network", "nfs4"),
+        ("/shared/scratch/results", "local", "xfs"),  # a local disk mounted inside the NFS tree
+        ("/sharedx/results", "local", "ext4"),  # a prefix of the name is not a parent
+        ("/lus/proj/r", "network", "lustre"),
+        ("/tmp/results", "local", "tmpfs"),
+        ("/mnt/bucket/sweeps", "object-mount", "fuse.mountpoint-s3"),
+        ("/mnt/my data/r", "network", "nfs"),  # /proc/mounts escapes the space as \040
+    ],
+)
 def test_storage_is_classified_by_the_deepest_mount_holding_it(path, kind, fstype):
     where = classify_storage(path, MOUNTS)
     assert (where.kind, where.fstype) == (kind, fstype)
@@ -109,8 +112,9 @@ def test_the_optuna_journal_moves_off_an_object_store_mount_only_when_asked(tmp_
     require_journal_ok(load_config(SMOKE), bucket, Options())  # no Optuna phase, no journal
     require_journal_ok(cfg, bucket, Options(journal=str(tmp_path / "j" / "journal.log")))
     assert journal_path(Options(), tmp_path / "x.log") == str(tmp_path / "x.log")
-    assert journal_path(Options(journal=str(tmp_path / "j.log")), Path("/x")) == \
-        str(tmp_path / "j.log")
+    assert journal_path(Options(journal=str(tmp_path / "j.log")), Path("/x")) == str(
+        tmp_path / "j.log"
+    )
 
 
 def test_an_address_where_nothing_listens_fails_at_once_with_the_fix():
@@ -129,8 +133,7 @@ def test_an_address_where_nothing_listens_fails_at_once_with_the_fix():
     check_reachable("auto")  # left to Ray
 
 
-def test_a_token_at_hand_turns_token_mode_on_for_an_explicit_address_only(tmp_path,
-                                                                          monkeypatch):
+def test_a_token_at_hand_turns_token_mode_on_for_an_explicit_address_only(tmp_path, monkeypatch):
     for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
@@ -170,26 +173,42 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def ray_cluster(tmp_path_factory):
     """A head and one worker, one CPU each, token auth on; yields (address, token, logs)."""
     token = secrets.token_hex(32)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     temp = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: Ray's socket paths are limited
     logs = tmp_path_factory.mktemp("ray-logs")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--num-cpus=1", "--num-gpus=0", "--block", "--disable-usage-stats",
-              f"--dashboard-agent-listen-port={free_port()}"]
+    common = [
+        "--num-cpus=1",
+        "--num-gpus=0",
+        "--block",
+        "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}",
+    ]
     procs: list[subprocess.Popen] = []
 
     def start(name: str, *args: str) -> None:
         with open(logs / f"{name}.log", "w") as log:
-            procs.append(subprocess.Popen(
-                [str(RAY), "start", *args, *common], env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [str(RAY), "start", *args, *common],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
     try:
-        start("head", "--head", f"--port={port}", f"--temp-dir={temp}",
-              "--include-dashboard=false", f"--ray-client-server-port={free_port()}")
+        start(
+            "head",
+            "--head",
+            f"--port={port}",
+            f"--temp-dir={temp}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={free_port()}",
+        )
         deadline = time.time() + 60
         while time.time() < deadline:
             assert procs[0].poll() is None, (logs / "head.log").read_text()[-2000:]
@@ -199,29 +218,39 @@ def ray_cluster(tmp_path_factory):
             except OSError:
                 time.sleep(0.5)
         start("worker", f"--address={address}")
-        waiter = ("import ray, sys, time; ray.init(address=sys.argv[1]); t = time.time()\n"
-                  "while sum(n['Alive'] for n in ray.nodes()) < 2 and time.time() - t < 60:\n"
-                  "    time.sleep(0.5)\n"
-                  "print(sum(n['Alive'] for n in ray.nodes()))")
-        out = subprocess.run([sys.executable, "-c", waiter, address], env=env, text=True,
-                             capture_output=True, timeout=120)
-        assert out.stdout.strip() == "2", (out.stderr[-2000:],
-                                           (logs / "worker.log").read_text()[-2000:])
+        waiter = (
+            "import ray, sys, time; ray.init(address=sys.argv[1]); t = time.time()\n"
+            "while sum(n['Alive'] for n in ray.nodes()) < 2 and time.time() - t < 60:\n"
+            "    time.sleep(0.5)\n"
+            "print(sum(n['Alive'] for n in ray.nodes()))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", waiter, address],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
+        assert out.stdout.strip() == "2", (
+            out.stderr[-2000:],
+            (logs / "worker.log").read_text()[-2000:],
+        )
         yield address, token, logs
     finally:
         _stop(procs)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _sweep(address: str, token: str, storage: Path, *extra: str,
-           auth_mode: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+def _sweep(
+    address: str, token: str, storage: Path, *extra: str, auth_mode: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     env["RAY_AUTH_TOKEN"] = token  # RAY_AUTH_MODE is left to the sweep unless given
     if auth_mode:
         env["RAY_AUTH_MODE"] = auth_mode
-    return run_sweep(storage, "--address", address, "--no-report", *extra, env=env,
-                     timeout=240, check=False)
+    return run_sweep(
+        storage, "--address", address, "--no-report", *extra, env=env, timeout=240, check=False
+    )
 
 
 @pytest.mark.integration
@@ -251,8 +280,9 @@ def test_smoke_sweep_spreads_over_both_nodes_and_the_analysis_reads_it(ray_clust
     exp = storage / "smoke"
     trials = sorted(p.parent for p in exp.glob("*/params.json"))
     assert len(trials) == 12  # 2 batch sizes x 3 lrs x 2 warmups, all in the shared folder
-    rows = [json.loads(line) for t in trials
-            for line in (t / "result.json").read_text().splitlines()]
+    rows = [
+        json.loads(line) for t in trials for line in (t / "result.json").read_text().splitlines()
+    ]
     assert len(rows) == 24  # 2 epochs each
     nodes = {r["node_id"] for r in rows}
     assert len(nodes) == 2, nodes  # trials ran on both nodes
@@ -261,9 +291,21 @@ def test_smoke_sweep_spreads_over_both_nodes_and_the_analysis_reads_it(ray_clust
 
     report = tmp_path / "report"
     fit = subprocess.run(
-        [sys.executable, "-m", "analysis.fit_rule", "--results", str(exp), "--out", str(report),
-         "--n-boot", "50"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "analysis.fit_rule",
+            "--results",
+            str(exp),
+            "--out",
+            str(report),
+            "--n-boot",
+            "50",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     best = json.loads((report / "fit.json").read_text())["best_lr"]

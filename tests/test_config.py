@@ -124,6 +124,10 @@ def test_the_code_version_is_the_packages_plus_this_checkouts_commit(tmp_path):
     assert version.startswith(f"{package}+") and len(version) > len(package) + 6
     for folder in ("sweep", "trainables"):  # a copy outside any git checkout
         shutil.copytree(ROOT / folder, tmp_path / folder)
-    out = subprocess.run([sys.executable, "-c", "from sweep.space import code_version; "
-                          "print(code_version())"], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "from sweep.space import code_version; print(code_version())"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == package, out.stderr

@@ -15,11 +15,14 @@ from trainables.data import DATASETS, load_dataset
 from trainables.schedule import SCHEDULES
 
 
-@pytest.mark.parametrize("statement", [
-    "import trainables.contract",  # the analysis imports it
-    "import sweep.config; sweep.config.load_config('sweep/configs/default.yaml')",
-    "import trainables.data",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import trainables.contract",  # the analysis imports it
+        "import sweep.config; sweep.config.load_config('sweep/configs/default.yaml')",
+        "import trainables.data",
+    ],
+)
 def test_the_contract_and_the_config_check_need_no_torch(statement):
     assert heavy_imports(statement) == []
 
@@ -48,7 +51,8 @@ def test_trial_configs_are_keyword_only():
 def test_every_name_the_contract_allows_is_built():
     assert set(models.MODELS) == set(contract.MODELS)
     assert set(contract.MOMENTUM_OPTIMIZERS) | set(contract.ADAPTIVE_OPTIMIZERS) < set(
-        contract.OPTIMIZERS)
+        contract.OPTIMIZERS
+    )
     assert set(SCHEDULES) == {"constant", "cosine"}
     import torch
 

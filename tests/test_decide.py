@@ -19,14 +19,18 @@ from sweep.decide import (
 )
 
 
-def done(lr: float, value: float, phase: str = "optuna", batch_size: int = 8,
-         warmup: float = 0.0, failed: bool = False) -> Done:
-    return Done(phase, batch_size, lr, warmup, 0, value, math.isnan(value) and not failed,
-                failed)
+def done(
+    lr: float,
+    value: float,
+    phase: str = "optuna",
+    batch_size: int = 8,
+    warmup: float = 0.0,
+    failed: bool = False,
+) -> Done:
+    return Done(phase, batch_size, lr, warmup, 0, value, math.isnan(value) and not failed, failed)
 
 
-def study(lo: float = -3.0, hi: float = 1.0, budget: int = 8, asked: int = 8,
-          **kw) -> StudyState:
+def study(lo: float = -3.0, hi: float = 1.0, budget: int = 8, asked: int = 8, **kw) -> StudyState:
     return StudyState(8, lo, hi, budget, 0, "sweep-run-B8", asked=asked, **kw)
 
 
@@ -37,19 +41,29 @@ def test_deciding_imports_neither_optuna_nor_ray():
 def test_an_outcome_is_the_metric_or_nan_when_diverged_or_failed():
     cfg = {"batch_size": 8, "lr": 0.1, "warmup_epochs": 1.0, "seed": 2}
     ok = outcome("t1", "grid", cfg, {"val_loss": 0.3, "diverged": False}, "val_loss", False)
-    assert (ok.value, ok.diverged, ok.failed, ok.trial_id, ok.warmup) == (0.3, False, False,
-                                                                          "t1", 1.0)
+    assert (ok.value, ok.diverged, ok.failed, ok.trial_id, ok.warmup) == (
+        0.3,
+        False,
+        False,
+        "t1",
+        1.0,
+    )
     div = outcome("t2", "grid", cfg, {"val_loss": 0.3, "diverged": True}, "val_loss", False)
     assert math.isnan(div.value) and div.diverged and not div.failed
     assert outcome("t3", "grid", cfg, None, "val_loss", False).failed
     assert outcome("t4", "grid", cfg, {"val_loss": 0.3}, "val_loss", True).failed
-    assert math.isnan(outcome("t5", "grid", cfg, {"val_loss": math.inf}, "val_loss",
-                              False).value)
+    assert math.isnan(outcome("t5", "grid", cfg, {"val_loss": math.inf}, "val_loss", False).value)
 
 
 def test_ranking_keeps_the_batch_sizes_feasible_search_trials_best_first():
-    trials = [done(0.1, 0.5), done(0.2, 0.3), done(0.4, math.nan), done(0.3, 0.1, "confirm"),
-              done(0.05, 0.2, batch_size=16), done(0.01, 0.4, "grid")]
+    trials = [
+        done(0.1, 0.5),
+        done(0.2, 0.3),
+        done(0.4, math.nan),
+        done(0.3, 0.1, "confirm"),
+        done(0.05, 0.2, batch_size=16),
+        done(0.01, 0.4, "grid"),
+    ]
     assert [d.lr for d in ranked(trials, 8, maximize=False)] == [0.2, 0.01, 0.1]
     assert [d.lr for d in ranked(trials, 8, maximize=True)] == [0.1, 0.01, 0.2]
 

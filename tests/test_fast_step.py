@@ -85,8 +85,9 @@ def test_eager_step_with_lr_zero_changes_nothing_and_with_lr_moves_downhill(digi
     model = get_model("cnn1")((1, 28, 28), 10).eval()
     before = [p.detach().clone() for p in model.parameters()]
     opt = make_optimizer(cfg(), model.parameters())
-    step = fast_step.EagerStep(model, opt, lambda o, y: loss_fn("classification", o, y),
-                               digits.x_train, digits.y_train)
+    step = fast_step.EagerStep(
+        model, opt, lambda o, y: loss_fn("classification", o, y), digits.x_train, digits.y_train
+    )
     idx = torch.arange(32)
     first = float(step(idx, 0.0))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -95,6 +96,7 @@ def test_eager_step_with_lr_zero_changes_nothing_and_with_lr_moves_downhill(digi
 
 
 # ----------------------------------------------------------------------------- on a GPU only
+
 
 def _trajectory(data: TensorData, mode: str, optimizer: str, steps: int = 100):
     """mode: eager (train()'s path without graphs), graph, or eager-same-opt (the graph path's
@@ -106,18 +108,28 @@ def _trajectory(data: TensorData, mode: str, optimizer: str, steps: int = 100):
     if mode != "eager":
         lr_t = torch.tensor(c.lr, device="cuda")
         opt = make_optimizer(c, model.parameters(), lr_t)
-        step = fast_step.GraphStep(model, opt, loss_of, data.x_train, data.y_train, lr_t, 16,
-                                   eager_steps=3 if mode == "graph" else steps + 1)
+        step = fast_step.GraphStep(
+            model,
+            opt,
+            loss_of,
+            data.x_train,
+            data.y_train,
+            lr_t,
+            16,
+            eager_steps=3 if mode == "graph" else steps + 1,
+        )
     else:
-        step = fast_step.EagerStep(model, make_optimizer(c, model.parameters()), loss_of,
-                                   data.x_train, data.y_train)
+        step = fast_step.EagerStep(
+            model, make_optimizer(c, model.parameters()), loss_of, data.x_train, data.y_train
+        )
     order = torch.Generator(device="cuda").manual_seed(1)
     losses = []
     for i in range(steps):
         idx = torch.randint(0, data.n_train, (16,), device="cuda", generator=order)
         losses.append(step(idx, lr_at(i, c.lr, steps // 2, steps)).clone())
-    return torch.stack(losses).cpu(), torch.cat([p.detach().flatten().cpu()
-                                                 for p in model.parameters()])
+    return torch.stack(losses).cpu(), torch.cat(
+        [p.detach().flatten().cpu() for p in model.parameters()]
+    )
 
 
 @pytest.fixture
@@ -160,6 +172,7 @@ def test_train_with_graphs_matches_train_without_and_resumes(digits, fp32_determ
 
 # ------------------------------------------------------------------- benchmark pieces (CPU)
 
+
 def test_tutorial_loop_and_the_gpu_checks_synthetic_digits_learn():
     arrays = gpu_check.synthetic_mnist(640, 200)
     first, last = list(tutorial.run_epochs(arrays, 32, 0.02, 1, 2, "cpu"))
@@ -170,11 +183,18 @@ def test_tutorial_loop_and_the_gpu_checks_synthetic_digits_learn():
 
 
 def test_bench_reads_trial_times_from_result_folders_and_prints_one_table(tmp_path):
-    for i, (params, rows) in enumerate([
-        ({"batch_size": 8}, [{"train_time_s": 1.0, "examples_seen": 4000},
-                             {"train_time_s": 2.0, "examples_seen": 8000}]),
-        ({"k": 2, "warmup_epochs": 0}, [{"train_time_s": 4.0, "examples_seen": 8000}]),
-    ]):
+    for i, (params, rows) in enumerate(
+        [
+            (
+                {"batch_size": 8},
+                [
+                    {"train_time_s": 1.0, "examples_seen": 4000},
+                    {"train_time_s": 2.0, "examples_seen": 8000},
+                ],
+            ),
+            ({"k": 2, "warmup_epochs": 0}, [{"train_time_s": 4.0, "examples_seen": 8000}]),
+        ]
+    ):
         folder = tmp_path / f"trial{i}"
         folder.mkdir()
         (folder / "params.json").write_text(json.dumps(params))
@@ -183,10 +203,17 @@ def test_bench_reads_trial_times_from_result_folders_and_prints_one_table(tmp_pa
     assert sorted(t["batch_size"] for t in trials) == [8, 16]
     assert sum(t["train_time_s"] for t in trials) == 6.0
     sweep = {"wall": 10.0, "fit": 8.0, "trials": trials, "trial_time": 6.0}
-    rates = {(s, b): [100.0, 300.0, 200.0] for s in ("tutorial", "project")
-             for b in bench.TRIAL_BATCHES}
-    info = {"what": "test", "device": "cpu", "versions": "", "runs": 3, "sweep_runs": 1,
-            "rate_device": "cpu"}
+    rates = {
+        (s, b): [100.0, 300.0, 200.0] for s in ("tutorial", "project") for b in bench.TRIAL_BATCHES
+    }
+    info = {
+        "what": "test",
+        "device": "cpu",
+        "versions": "",
+        "runs": 3,
+        "sweep_runs": 1,
+        "rate_device": "cpu",
+    }
     table = bench.format_table(info, rates, {"tutorial": [sweep], "project": [sweep]}, 2)
     assert "torch" in table and "median" in table
     assert "200" in table.split("batch 8")[1].splitlines()[0]  # the median of 100, 300, 200

@@ -23,15 +23,18 @@ def test_the_new_configs_load_and_reach_every_trial():
     assert adam.optimizer == "adam" and mom.optimizer == "momentum" and mom.momentum == 0.9
     for cfg in (adam, mom):
         assert cfg.measure_noise_scale and cfg.target.metric == "val_acc"
-        assert (cfg.dataset, cfg.model, cfg.batch_sizes) == ("mnist5k", "cnn1",
-                                                             [8, 16, 24, 32, 40, 48, 56])
+        assert (cfg.dataset, cfg.model, cfg.batch_sizes) == (
+            "mnist5k",
+            "cnn1",
+            [8, 16, 24, 32, 40, 48, 56],
+        )
         for trial in space.grid_trials(cfg):
             t = config_from_dict(trial)  # the trainable accepts every key
-            assert t.measure_noise_scale and (t.target_metric, t.target_value) == ("val_acc",
-                                                                                   0.93)
+            assert t.measure_noise_scale and (t.target_metric, t.target_value) == ("val_acc", 0.93)
     # the linear-rule grid is still Adam's starting grid
     assert [t["lr"] for t in space.grid_trials(adam)][::2] == pytest.approx(
-        [0.001 * b / 8 for b in adam.batch_sizes])
+        [0.001 * b / 8 for b in adam.batch_sizes]
+    )
 
 
 def test_off_unless_configured_and_set_turns_them_on_or_off():
@@ -50,8 +53,10 @@ def test_off_unless_configured_and_set_turns_them_on_or_off():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("target.metric=val_accuracy", "unknown target.metric 'val_accuracy' (did you mean "
-                                       "'val_acc'?)"),
+        (
+            "target.metric=val_accuracy",
+            "unknown target.metric 'val_accuracy' (did you mean 'val_acc'?)",
+        ),
         ("target.valeu=0.9", "unknown config key 'target.valeu': did you mean 'target.value'"),
         ("target=0.97", "'target.' must be a mapping"),
         ("measure_noise_scale=maybe", "measure_noise_scale must be bool"),
@@ -64,11 +69,25 @@ def test_bad_values_fail_before_anything_starts(override, message, capsys):
 
 
 def test_an_accuracy_target_above_one_and_a_negative_loss_target_are_refused(capsys):
-    assert main(["--config", str(CONFIGS / "default.yaml"), "--set", "target.value=1.5",
-                 "--dry-run"]) == 2
+    assert (
+        main(["--config", str(CONFIGS / "default.yaml"), "--set", "target.value=1.5", "--dry-run"])
+        == 2
+    )
     assert "target.value 1.5 is not an accuracy in (0, 1]" in capsys.readouterr().err
-    assert main(["--config", str(CONFIGS / "default.yaml"), "--set", "target.metric=val_loss",
-                 "--set", "target.value=-1", "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "--config",
+                str(CONFIGS / "default.yaml"),
+                "--set",
+                "target.metric=val_loss",
+                "--set",
+                "target.value=-1",
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     assert "must be a positive loss" in capsys.readouterr().err
 
 
@@ -107,14 +126,22 @@ def test_steps_to_target_is_the_first_epoch_that_reached_it(data):
 
 
 def test_an_unreached_target_stays_nan_and_no_target_is_nan(data):
-    assert all(math.isnan(m.steps_to_target) for m in run(data, target_metric="val_acc",
-                                                           target_value=1.0, epochs=2))
+    assert all(
+        math.isnan(m.steps_to_target)
+        for m in run(data, target_metric="val_acc", target_value=1.0, epochs=2)
+    )
     assert all(math.isnan(m.steps_to_target) for m in run(data, epochs=2))
 
 
 def test_a_resumed_trial_keeps_its_steps_to_target(data):
-    cfg = TrainConfig(batch_size=32, lr=0.05, epochs=3, dataset="synthetic",
-                      target_metric="val_acc", target_value=0.01)
+    cfg = TrainConfig(
+        batch_size=32,
+        lr=0.05,
+        epochs=3,
+        dataset="synthetic",
+        target_metric="val_acc",
+        target_value=0.01,
+    )
     first = next(iter(train(cfg, data)))
     assert first.metrics.steps_to_target == 30
     rest = [e.metrics for e in train(cfg, data, resume=first.state)]

@@ -97,8 +97,17 @@ def quad():
 
 
 def quad_cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"batch_size": 16, "lr": 0.0, "epochs": 2, "dataset": "quadratic",
-                          "model": "linear", "measure_noise_scale": True, **kw})
+    return TrainConfig(
+        **{
+            "batch_size": 16,
+            "lr": 0.0,
+            "epochs": 2,
+            "dataset": "quadratic",
+            "model": "linear",
+            "measure_noise_scale": True,
+            **kw,
+        }
+    )
 
 
 def dataset_b_simple(quad) -> float:
@@ -123,16 +132,23 @@ def test_the_noise_scale_grows_as_training_converges(quad):
 
 
 def test_noise_scale_is_nan_when_not_measured(quad):
-    assert all(math.isnan(e.metrics.noise_scale)
-               for e in train(quad_cfg(measure_noise_scale=False, lr=0.01), quad))
+    assert all(
+        math.isnan(e.metrics.noise_scale)
+        for e in train(quad_cfg(measure_noise_scale=False, lr=0.01), quad)
+    )
 
 
 @pytest.mark.parametrize("model", ["cnn1", "resnet8"])
 def test_measuring_does_not_change_the_training_trajectory(model):
     # cnn1 has dropout (RNG stream), resnet8 batch norm (running statistics in the buffers)
     data = load_dataset("synthetic", "/nonexistent-not-needed")
-    cfg = TrainConfig(batch_size=32, lr=0.05, epochs=2 if model == "cnn1" else 1,
-                      dataset="synthetic", model=model)
+    cfg = TrainConfig(
+        batch_size=32,
+        lr=0.05,
+        epochs=2 if model == "cnn1" else 1,
+        dataset="synthetic",
+        model=model,
+    )
     off = [e.metrics for e in train(cfg, data)]
     on = [e.metrics for e in train(replace(cfg, measure_noise_scale=True), data)]
     strip = lambda ms: [(m.train_loss, m.val_loss, m.val_acc) for m in ms]  # noqa: E731

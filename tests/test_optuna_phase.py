@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def quadratic_sweep(storage: Path, name: str, *overrides: str) -> str:
-    out = run_sweep(storage, "--name", name, "--no-report", *sets(*overrides), config=QUADRATIC,
-                    timeout=400)
+    out = run_sweep(
+        storage, "--name", name, "--no-report", *sets(*overrides), config=QUADRATIC, timeout=400
+    )
     return out.stdout
 
 

@@ -20,16 +20,31 @@ from optuna.storages.journal import JournalFileBackend
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # 4 grid + 4 optuna + 2 confirm trials of 4 epochs on real digits: long enough to interrupt
-RESUMABLE = ["--set", "dataset=mnist5k", "--set", "n_train=1000", "--set", "epochs=6",
-             "--set", "batch_sizes=[8,16]", "--set", "grid.lr_multipliers=[1]",
-             "--set", "optuna.trials_per_batch_size=2", "--set", "confirm.top_k=1",
-             "--set", "confirm.seeds=1"]
+RESUMABLE = [
+    "--set",
+    "dataset=mnist5k",
+    "--set",
+    "n_train=1000",
+    "--set",
+    "epochs=6",
+    "--set",
+    "batch_sizes=[8,16]",
+    "--set",
+    "grid.lr_multipliers=[1]",
+    "--set",
+    "optuna.trials_per_batch_size=2",
+    "--set",
+    "confirm.top_k=1",
+    "--set",
+    "confirm.seeds=1",
+]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
     # a session of its own: the driver and the Ray it starts form one process group
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_for(log: Path, text: str, timeout_s: float = 240) -> None:
@@ -44,10 +59,15 @@ def wait_for(log: Path, text: str, timeout_s: float = 240) -> None:
 def trial_rows(exp: Path) -> dict[str, tuple[dict, list[dict]]]:
     out = {}
     for params in exp.glob("*/params.json"):
-        text = (params.parent / "result.json").read_text() if (
-            params.parent / "result.json").exists() else ""
-        out[params.parent.name] = (json.loads(params.read_text()),
-                                   [json.loads(x) for x in text.splitlines() if x.strip()])
+        text = (
+            (params.parent / "result.json").read_text()
+            if (params.parent / "result.json").exists()
+            else ""
+        )
+        out[params.parent.name] = (
+            json.loads(params.read_text()),
+            [json.loads(x) for x in text.splitlines() if x.strip()],
+        )
     return out
 
 
@@ -63,10 +83,16 @@ def test_ctrl_c_then_a_killed_machine_then_resume_loses_and_repeats_nothing(tmp_
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     assert "run the same command again to resume" in log1.read_text()
-    finished_before = {name: rows for name, (_, rows) in trial_rows(exp).items()
-                       if rows and rows[-1]["epoch"] == 6}
-    studies_before = set(optuna.get_all_study_names(
-        JournalStorage(JournalFileBackend(str(exp / "optuna-journal.log")))))
+    finished_before = {
+        name: rows
+        for name, (_, rows) in trial_rows(exp).items()
+        if rows and rows[-1]["epoch"] == 6
+    }
+    studies_before = set(
+        optuna.get_all_study_names(
+            JournalStorage(JournalFileBackend(str(exp / "optuna-journal.log")))
+        )
+    )
 
     # 2. resumed, then the whole machine dies: driver and its Ray killed at once (SIGKILL)
     log2 = tmp_path / "run2.log"
@@ -86,8 +112,10 @@ def test_ctrl_c_then_a_killed_machine_then_resume_loses_and_repeats_nothing(tmp_
     assert killed == ("resuming the unfinished sweep" in log3.read_text())
 
     trials = trial_rows(exp)
-    configs = Counter((c["phase"], c["batch_size"], c["lr"], c["warmup_epochs"], c["seed"])
-                      for c, _ in trials.values())
+    configs = Counter(
+        (c["phase"], c["batch_size"], c["lr"], c["warmup_epochs"], c["seed"])
+        for c, _ in trials.values()
+    )
     planned = int(re.findall(r"\[sweep (\d+)/(\d+)\]", log3.read_text())[-1][1])
     assert planned >= 10  # 4 grid + 4 optuna + 2 confirm, + any bracketing trials
     assert len(trials) == planned and max(configs.values()) == 1  # one experiment, no dupes
@@ -97,12 +125,16 @@ def test_ctrl_c_then_a_killed_machine_then_resume_loses_and_repeats_nothing(tmp_
         # hard kill, when Ray restores the last checkpoint its state file had recorded
         epochs = [r["epoch"] for r in rows]
         assert sorted(set(epochs)) == list(range(1, max(epochs) + 1)), name
-        repeats = [r for prev, r in zip(rows, rows[1:], strict=False)
-                   if r["epoch"] <= prev["epoch"]]
+        repeats = [
+            r for prev, r in zip(rows, rows[1:], strict=False) if r["epoch"] <= prev["epoch"]
+        ]
         assert all(r["iterations_since_restore"] == 1 for r in repeats), name
         assert max(epochs) == 6 or rows[-1]["diverged"], name
-    resumed = [n for n, (_, rows) in trials.items()
-               if any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)]
+    resumed = [
+        n
+        for n, (_, rows) in trials.items()
+        if any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)
+    ]
     assert resumed, "no trial continued from a checkpoint"
     for name, rows in finished_before.items():  # finished trials were not re-run
         assert trials[name][1] == rows
@@ -111,19 +143,27 @@ def test_ctrl_c_then_a_killed_machine_then_resume_loses_and_repeats_nothing(tmp_
     assert names >= studies_before and len(names) == 2  # the same studies went on
     (stamp,) = {n.rsplit("-B", 1)[0] for n in names}  # one run, not a second set of studies
     for name in names:  # every Optuna trial told exactly once, as many as ran
-        done = [t for t in optuna.load_study(study_name=name, storage=storage).trials
-                if t.state == optuna.trial.TrialState.COMPLETE
-                and t.user_attrs.get("phase") == "optuna"]
+        done = [
+            t
+            for t in optuna.load_study(study_name=name, storage=storage).trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.user_attrs.get("phase") == "optuna"
+        ]
         batch = int(name.rsplit("-B", 1)[1])
-        ran = [c for c, _ in trials.values() if c["phase"] == "optuna"
-               and c["batch_size"] == batch]
+        ran = [
+            c for c, _ in trials.values() if c["phase"] == "optuna" and c["batch_size"] == batch
+        ]
         assert len(done) == len(ran) >= 2, name
 
 
 def test_a_crashed_worker_is_retried_from_its_checkpoint(tmp_path):
     env = {**os.environ, "SWEEP_INJECT_FAULT": "1"}  # every worker dies once after epoch 1
-    run_sweep(tmp_path, "--no-report", *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]",
-                                             "epochs=3"), env=env)
+    run_sweep(
+        tmp_path,
+        "--no-report",
+        *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]", "epochs=3"),
+        env=env,
+    )
     trials = trial_rows(tmp_path / "smoke")
     assert len(trials) == 2
     for _, rows in trials.values():
@@ -133,8 +173,12 @@ def test_a_crashed_worker_is_retried_from_its_checkpoint(tmp_path):
 
 def test_a_worker_that_keeps_crashing_is_marked_failed_and_the_sweep_goes_on(tmp_path):
     env = {**os.environ, "SWEEP_INJECT_FAULT": "-1"}  # dies after epoch 1 and on every retry
-    out = run_sweep(tmp_path, "--no-report", *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]",
-                                                   "max_failures=1"), env=env)
+    out = run_sweep(
+        tmp_path,
+        "--no-report",
+        *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]", "max_failures=1"),
+        env=env,
+    )
     assert "2 failed" in out.stdout and out.stdout.count("FAILED") == 2
     assert len(list((tmp_path / "smoke").glob("*/error.txt"))) == 2
 
@@ -161,8 +205,9 @@ def test_fresh_moves_the_old_sweep_aside_and_a_changed_config_is_refused(tmp_pat
 
 
 def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path):
-    out = run_sweep(tmp_path / "r", "--no-report", "--address", "127.0.0.1:1", timeout=180,
-                    check=False)
+    out = run_sweep(
+        tmp_path / "r", "--no-report", "--address", "127.0.0.1:1", timeout=180, check=False
+    )
     assert out.returncode == 2
     assert "cannot reach the Ray cluster at '127.0.0.1:1'" in out.stderr
     assert "Traceback" not in out.stderr

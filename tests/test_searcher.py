@@ -29,10 +29,19 @@ def drive(searcher: PhasedSearcher, value_of) -> list[dict]:
 
 
 def test_best_lr_just_below_the_divergence_edge_gets_bracketed(tmp_path):
-    cfg = load_config(SMOKE, ["batch_sizes=[8]", "grid.lr_multipliers=[1]",
-                              "grid.warmup_epochs=[0]", "optuna.warmup_epochs=[0]",
-                              "optuna.trials_per_batch_size=6", "optuna.max_widenings=0",
-                              "confirm.top_k=1", "confirm.seeds=2"])
+    cfg = load_config(
+        SMOKE,
+        [
+            "batch_sizes=[8]",
+            "grid.lr_multipliers=[1]",
+            "grid.warmup_epochs=[0]",
+            "optuna.warmup_epochs=[0]",
+            "optuna.trials_per_batch_size=6",
+            "optuna.max_widenings=0",
+            "confirm.top_k=1",
+            "confirm.seeds=2",
+        ],
+    )
     searcher = PhasedSearcher(build_plan(cfg, tmp_path), max_concurrent=1)
     edge = 0.3  # loss falls with lr up to the divergence edge
     runs = drive(searcher, lambda lr: math.nan if lr > edge else 1.0 - math.log10(lr) / 10)
@@ -41,8 +50,9 @@ def test_best_lr_just_below_the_divergence_edge_gets_bracketed(tmp_path):
     optuna_lrs = [r["lr"] for r in runs if r["phase"] == "optuna"]
     assert 7 <= len(optuna_lrs) <= 8  # 6 + one or two bracketing trials
     assert "to bracket it" in " ".join(searcher.state.notes)
-    study = optuna.load_study(study_name=searcher.plan.studies[8].name,
-                              storage=searcher.studies.storage)
+    study = optuna.load_study(
+        study_name=searcher.plan.studies[8].name, storage=searcher.studies.storage
+    )
     bracket = [t for t in study.trials if t.user_attrs.get("bracket")]
     assert bracket and all(t.state == optuna.trial.TrialState.COMPLETE for t in bracket)
     # the confirmation re-runs the best feasible lr with new seeds
@@ -69,10 +79,19 @@ def test_state_survives_save_and_restore(tmp_path):
 def test_widened_studies_of_a_sweep_named_with_dash_w_stay_apart(tmp_path):
     # the old code cut a study's name at its first "-w" to name the widened one, so in a sweep
     # named "lr-warmup" every batch size's widened study was "lr-w1": one merged study
-    cfg = load_config(SMOKE, ["name=lr-warmup", "batch_sizes=[8,32]", "grid.lr_multipliers=[1]",
-                              "grid.warmup_epochs=[0]", "optuna.warmup_epochs=[0]",
-                              "optuna.trials_per_batch_size=4", "optuna.lr_range_decades=0.5",
-                              "optuna.max_widenings=1"])
+    cfg = load_config(
+        SMOKE,
+        [
+            "name=lr-warmup",
+            "batch_sizes=[8,32]",
+            "grid.lr_multipliers=[1]",
+            "grid.warmup_epochs=[0]",
+            "optuna.warmup_epochs=[0]",
+            "optuna.trials_per_batch_size=4",
+            "optuna.lr_range_decades=0.5",
+            "optuna.max_widenings=1",
+        ],
+    )
     searcher = PhasedSearcher(build_plan(cfg, tmp_path), max_concurrent=1)
     drive(searcher, lambda lr: 1.0 - math.log10(lr) / 10)  # the larger the lr, the better
     names = set(optuna.get_all_study_names(searcher.studies.storage))
@@ -86,15 +105,19 @@ def test_widened_studies_of_a_sweep_named_with_dash_w_stay_apart(tmp_path):
 
 
 def test_the_progress_line_counts_the_phases_and_names_the_trial():
-    counts, totals = {"grid": 14, "optuna": 1, "confirm": 0}, {"grid": 14, "optuna": 56,
-                                                                "confirm": 28}
+    counts, totals = (
+        {"grid": 14, "optuna": 1, "confirm": 0},
+        {"grid": 14, "optuna": 56, "confirm": 28},
+    )
     trial = Done("optuna", 8, 0.000758, 0.0, 0, 0.3723, False)
     assert progress_line(trial, counts, totals, "val_loss", 9.1, 114) == (
         "[sweep 15/98] grid 14/14 | optuna 1/56 | confirm 0/28 | optuna B=8 lr=0.000758 "
-        "warmup=0 seed=0: val_loss 0.3723 (9.1 s; 1.9 min elapsed)")
+        "warmup=0 seed=0: val_loss 0.3723 (9.1 s; 1.9 min elapsed)"
+    )
     grid_only = {"grid": 12, "optuna": 0, "confirm": 0}
     failed = Done("grid", 32, 0.4, 1.0, 0, math.nan, False, failed=True)
     assert progress_line(failed, grid_only, grid_only, "val_loss", math.nan, 60).startswith(
-        "[sweep 12/12] grid 12/12 | grid B=32 lr=0.4 warmup=1 seed=0: FAILED (nan s;")
+        "[sweep 12/12] grid 12/12 | grid B=32 lr=0.4 warmup=1 seed=0: FAILED (nan s;"
+    )
     diverged = Done("grid", 32, 0.4, 1.0, 0, math.nan, True)
     assert ": diverged (" in progress_line(diverged, grid_only, grid_only, "val_loss", 1, 60)

@@ -39,11 +39,14 @@ EAGER_WARMUP_STEPS = 3  # eager steps before capture (lazy CUDA init, optimizer 
 GRAPH_MAX_BATCH = 1024  # above this a step is compute-bound: capture saves little, costs memory
 
 
-def use_cuda_graph(enabled: bool, device: torch.device, batch_size: int,
-                   total_steps: int) -> bool:
+def use_cuda_graph(enabled: bool, device: torch.device, batch_size: int, total_steps: int) -> bool:
     """Capture the step only where it pays: CUDA, small batches, enough steps to replay."""
-    return (enabled and device.type == "cuda" and batch_size <= GRAPH_MAX_BATCH
-            and total_steps > EAGER_WARMUP_STEPS + 1)
+    return (
+        enabled
+        and device.type == "cuda"
+        and batch_size <= GRAPH_MAX_BATCH
+        and total_steps > EAGER_WARMUP_STEPS + 1
+    )
 
 
 def prefer_channels_last(device: torch.device, x: torch.Tensor) -> bool:
@@ -79,8 +82,9 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, loss_of: LossOf, x: torch.Tensor,
-             y: torch.Tensor) -> torch.Tensor:
+def sgd_step(
+    model: nn.Module, opt: torch.optim.Optimizer, loss_of: LossOf, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """One optimizer step on the batch (x, y); returns the batch's loss (detached)."""
     loss = loss_of(model(x), y)
     opt.zero_grad(set_to_none=True)
@@ -100,8 +104,14 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 class EagerStep:
     """`step(idx, lr) -> loss`: the step run eagerly, lr set as a float on the optimizer."""
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, loss_of: LossOf,
-                 x_all: torch.Tensor, y_all: torch.Tensor) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        loss_of: LossOf,
+        x_all: torch.Tensor,
+        y_all: torch.Tensor,
+    ) -> None:
         self.model, self.opt, self.loss_of = model, opt, loss_of
         self.x_all, self.y_all = x_all, y_all
 
@@ -119,9 +129,17 @@ class GraphStep:
     e.g. `loss_sum += loss`, before calling again).
     """
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, loss_of: LossOf,
-                 x_all: torch.Tensor, y_all: torch.Tensor, lr_tensor: torch.Tensor,
-                 batch_size: int, eager_steps: int = EAGER_WARMUP_STEPS) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        loss_of: LossOf,
+        x_all: torch.Tensor,
+        y_all: torch.Tensor,
+        lr_tensor: torch.Tensor,
+        batch_size: int,
+        eager_steps: int = EAGER_WARMUP_STEPS,
+    ) -> None:
         self.model, self.opt, self.loss_of = model, opt, loss_of
         self.x_all, self.y_all, self.lr_tensor = x_all, y_all, lr_tensor
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=x_all.device)
@@ -135,8 +153,9 @@ class GraphStep:
         torch.cuda.empty_cache()
 
     def _body(self) -> torch.Tensor:
-        return sgd_step(self.model, self.opt, self.loss_of, self.x_all[self.idx],
-                        self.y_all[self.idx])
+        return sgd_step(
+            self.model, self.opt, self.loss_of, self.x_all[self.idx], self.y_all[self.idx]
+        )
 
     def _eager_on_side_stream(self) -> torch.Tensor:
         # as torch.cuda.graph's docs advise before a capture: warm up on a side stream
@@ -156,8 +175,9 @@ class GraphStep:
             with torch.cuda.graph(graph):
                 self.loss = self._body()
         except RuntimeError as err:  # an op that cannot be captured: train on, eagerly
-            warnings.warn(f"CUDA graph capture failed ({err}); this trial runs eagerly",
-                          stacklevel=3)
+            warnings.warn(
+                f"CUDA graph capture failed ({err}); this trial runs eagerly", stacklevel=3
+            )
             self.fell_back = True
             return
         self.graph = graph

@@ -99,8 +99,9 @@ class NoiseScaleEMA:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NoiseScaleEMA:
-        return cls(float(state["decay"]), float(state["g2"]), float(state["trace"]),
-                   int(state["n"]))
+        return cls(
+            float(state["decay"]), float(state["g2"]), float(state["trace"]), int(state["n"])
+        )
 
 
 # ---------------------------------------------------------------- gradients (torch)
@@ -110,8 +111,9 @@ def grad_sq_norm(params: Iterable[nn.Parameter]) -> float:
     return float(total)
 
 
-def batch_grad_sq_norm(model: nn.Module, loss_of: LossOf, x: torch.Tensor, y: torch.Tensor,
-                       chunk: int = BIG_CHUNK) -> float:
+def batch_grad_sq_norm(
+    model: nn.Module, loss_of: LossOf, x: torch.Tensor, y: torch.Tensor, chunk: int = BIG_CHUNK
+) -> float:
     """|g|^2 of the mean loss over (x, y) at the current weights; `.grad` is left untouched.
 
     The batch is processed in chunks (each chunk's mean gradient weighted by its share)."""
@@ -132,9 +134,17 @@ class NoiseScaleMeter:
     Call `before_step(step)` before every optimizer step; read `value` at the end of an epoch;
     `capture()` / `restore()` carry it across checkpoints."""
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, loss_of: LossOf,
-                 x_all: torch.Tensor, y_all: torch.Tensor, batch_size: int,
-                 steps_per_epoch: int, seed: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        loss_of: LossOf,
+        x_all: torch.Tensor,
+        y_all: torch.Tensor,
+        batch_size: int,
+        steps_per_epoch: int,
+        seed: int,
+    ) -> None:
         self.model, self.loss_of, self.x_all, self.y_all = model, loss_of, x_all, y_all
         self.b_small = batch_size
         self.b_big = min(BIG_BATCH_FACTOR * batch_size, x_all.shape[0])
@@ -157,12 +167,12 @@ class NoiseScaleMeter:
         if not self.enabled or step % self.every:
             return
         device = self.x_all.device
-        idx = torch.randperm(self.x_all.shape[0], generator=self.gen,
-                             device=device)[: self.b_big]
+        idx = torch.randperm(self.x_all.shape[0], generator=self.gen, device=device)[: self.b_big]
         buffers = {k: v.clone() for k, v in self.model.named_buffers()}
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            self._g_big_sq = batch_grad_sq_norm(self.model, self.loss_of, self.x_all[idx],
-                                                self.y_all[idx])
+            self._g_big_sq = batch_grad_sq_norm(
+                self.model, self.loss_of, self.x_all[idx], self.y_all[idx]
+            )
         if buffers:  # batch-norm running statistics: as if the big batch was never seen
             with torch.no_grad():
                 for k, v in self.model.named_buffers():

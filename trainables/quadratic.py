@@ -59,8 +59,9 @@ def make_data(p: QuadraticProblem) -> TensorData:
     return TensorData(x_tr, y_tr, x_va, y_va, num_outputs=1, task="regression")
 
 
-def expected_loss(lr: float, batch_size: int, p: QuadraticProblem = QUADRATIC,
-                  epochs: int = 1) -> float:
+def expected_loss(
+    lr: float, batch_size: int, p: QuadraticProblem = QUADRATIC, epochs: int = 1
+) -> float:
     """Expected validation loss after `epochs` x floor(n_train / B) steps (exact online)."""
     h = p.curvatures()
     m = p.w_star() ** 2
@@ -77,6 +78,10 @@ def best_lr(batch_size: int, p: QuadraticProblem = QUADRATIC, epochs: int = 1) -
     losses = [expected_loss(10**g, batch_size, p, epochs) for g in grid]
     i = int(np.argmin(losses))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    res = minimize_scalar(lambda g: expected_loss(10**g, batch_size, p, epochs),
-                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
+    res = minimize_scalar(
+        lambda g: expected_loss(10**g, batch_size, p, epochs),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-3},
+    )
     return float(10**res.x)

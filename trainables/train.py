@@ -65,17 +65,16 @@ def make_optimizer(
     graphed = isinstance(lr, torch.Tensor)
     momentum = cfg.momentum or DEFAULT_MOMENTUM
     kw: dict[str, Any] = {"lr": lr, "weight_decay": cfg.weight_decay}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, **kw, **({"fused": True} if graphed else {}))
-    if cfg.optimizer in MOMENTUM_OPTIMIZERS:
-        return torch.optim.SGD(params, **kw, momentum=momentum,
-                               nesterov=cfg.optimizer == "nesterov",
-                               **({"fused": True} if graphed else {}))
+    if cfg.optimizer == "sgd" or cfg.optimizer in MOMENTUM_OPTIMIZERS:
+        if cfg.optimizer != "sgd":
+            kw.update(momentum=momentum, nesterov=cfg.optimizer == "nesterov")
+        return torch.optim.SGD(params, **kw, fused=True if graphed else None)
     adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
     if adam is None:
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from "
-                         f"{', '.join(OPTIMIZERS)}")
-    return adam(params, **kw, betas=(momentum, 0.999), **({"capturable": True} if graphed else {}))
+        raise ValueError(
+            f"unknown optimizer '{cfg.optimizer}'; choose from {', '.join(OPTIMIZERS)}"
+        )
+    return adam(params, **kw, betas=(momentum, 0.999), capturable=graphed)
 
 
 def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -124,16 +123,26 @@ class TrialState:
     weights, optimizer state, the batch-order, dropout (CPU and GPU) and noise-scale RNG
     streams, the noise-scale averages and the loop's `Progress`."""
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, order: torch.Generator,
-                 lr_tensor: torch.Tensor | None, meter: NoiseScaleMeter | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        order: torch.Generator,
+        lr_tensor: torch.Tensor | None,
+        meter: NoiseScaleMeter | None,
+    ) -> None:
         self.model, self.opt, self.order, self.lr_tensor = model, opt, order, lr_tensor
         self.meter = meter
         self.device = order.device
 
     def capture(self, progress: Progress) -> dict[str, Any]:
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "order_rng": self.order.get_state(), "torch_rng": torch.get_rng_state(),
-                 **asdict(progress)}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "order_rng": self.order.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            **asdict(progress),
+        }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.meter is not None:
@@ -152,9 +161,12 @@ class TrialState:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         if self.meter is not None and "noise_scale" in state:
             self.meter.restore(state["noise_scale"])
-        return Progress(epoch=int(state["epoch"]), first_loss=float(state["first_loss"]),
-                        train_time_s=float(state["train_time_s"]),
-                        steps_to_target=float(state.get("steps_to_target", math.nan)))
+        return Progress(
+            epoch=int(state["epoch"]),
+            first_loss=float(state["first_loss"]),
+            train_time_s=float(state["train_time_s"]),
+            steps_to_target=float(state.get("steps_to_target", math.nan)),
+        )
 
 
 def train(
@@ -167,8 +179,10 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training examples")
     if cfg.target_metric and cfg.target_metric not in TARGET_METRICS:
-        raise ValueError(f"unknown target_metric '{cfg.target_metric}'; choose from "
-                         f"{', '.join(TARGET_METRICS)} (or '' for none)")
+        raise ValueError(
+            f"unknown target_metric '{cfg.target_metric}'; choose from "
+            f"{', '.join(TARGET_METRICS)} (or '' for none)"
+        )
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = warmup_steps_for(cfg.warmup_epochs, steps_per_epoch)
 
@@ -177,18 +191,27 @@ def train(
     x_all, y_all = data.x_train[:n_train], data.y_train[:n_train]
     if fast_step.prefer_channels_last(device, x_all):
         model = fast_step.to_channels_last(model)
-    graphed = fast_step.use_cuda_graph(cfg.cuda_graph and not cfg.measure_noise_scale, device,
-                                       cfg.batch_size, total_steps)
+    graphed = fast_step.use_cuda_graph(
+        cfg.cuda_graph and not cfg.measure_noise_scale, device, cfg.batch_size, total_steps
+    )
     lr_tensor = torch.tensor(cfg.lr, device=device) if graphed else None
     opt = make_optimizer(cfg, model.parameters(), lr_tensor)
     loss_of = functools.partial(loss_fn, data.task)
-    meter = (NoiseScaleMeter(model, opt, loss_of, x_all, y_all, cfg.batch_size,
-                             steps_per_epoch, cfg.seed) if cfg.measure_noise_scale else None)
+    meter = (
+        NoiseScaleMeter(
+            model, opt, loss_of, x_all, y_all, cfg.batch_size, steps_per_epoch, cfg.seed
+        )
+        if cfg.measure_noise_scale
+        else None
+    )
     order = torch.Generator(device=device).manual_seed(cfg.seed)
     state = TrialState(model, opt, order, lr_tensor, meter)
     progress = Progress() if resume is None else state.restore(resume)
-    step = (fast_step.GraphStep(model, opt, loss_of, x_all, y_all, lr_tensor, cfg.batch_size)
-            if lr_tensor is not None else fast_step.EagerStep(model, opt, loss_of, x_all, y_all))
+    step = (
+        fast_step.GraphStep(model, opt, loss_of, x_all, y_all, lr_tensor, cfg.batch_size)
+        if lr_tensor is not None
+        else fast_step.EagerStep(model, opt, loss_of, x_all, y_all)
+    )
 
     model.train()
     for epoch in range(progress.epoch + 1, cfg.epochs + 1):
@@ -212,14 +235,24 @@ def train(
         progress.epoch = epoch
         progress.train_time_s += time.perf_counter() - t0
         values = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": train_loss}
-        if cfg.target_metric and math.isnan(progress.steps_to_target) and reached(
-                cfg.target_metric, values[cfg.target_metric], cfg.target_value):
+        if (
+            cfg.target_metric
+            and math.isnan(progress.steps_to_target)
+            and reached(cfg.target_metric, values[cfg.target_metric], cfg.target_value)
+        ):
             progress.steps_to_target = float(epoch * steps_per_epoch)
         examples = epoch * steps_per_epoch * cfg.batch_size
         metrics = EpochMetrics(
-            epoch=epoch, examples_seen=examples, step=epoch * steps_per_epoch,
-            train_loss=train_loss, val_loss=val_loss, val_acc=val_acc, lr_now=lr,
-            diverged=diverged, timesteps_total=examples, train_time_s=progress.train_time_s,
+            epoch=epoch,
+            examples_seen=examples,
+            step=epoch * steps_per_epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            lr_now=lr,
+            diverged=diverged,
+            timesteps_total=examples,
+            train_time_s=progress.train_time_s,
             noise_scale=math.nan if meter is None else meter.value,
             steps_to_target=progress.steps_to_target,
         )
@@ -239,8 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     data = load_dataset(cfg.dataset, cfg.data_dir)
     for ep in train(cfg, data):
-        print({k: round(v, 4) if isinstance(v, float) else v
-               for k, v in asdict(ep.metrics).items()})
+        print(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(ep.metrics).items()}
+        )
 
 
 if __name__ == "__main__":
