@@ -24,6 +24,7 @@ It runs on CPU too (small sizes, no graphs, N = 1, 2), so it can be checked anyw
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import select
@@ -150,23 +151,19 @@ def trajectory(
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
     model.train()
-    loss_of = lambda out, y: loss_fn("classification", out, y)  # noqa: E731
+    loss_of = functools.partial(loss_fn, "classification")
     if mode in ("graph", "eager-same-opt"):
         lr_t = torch.tensor(cfg.lr, device=device)
         opt = make_optimizer(cfg, model.parameters(), lr_t)
+        inputs = fast_step.StepInputs(model, opt, loss_of, data.x_train, data.y_train)
         step = fast_step.GraphStep(
-            model,
-            opt,
-            loss_of,
-            data.x_train,
-            data.y_train,
-            lr_t,
-            batch,
-            eager_steps=3 if mode == "graph" else steps + 1,
+            inputs, lr_t, batch, eager_steps=3 if mode == "graph" else steps + 1
         )
     else:
         opt = make_optimizer(cfg, model.parameters())
-        step = fast_step.EagerStep(model, opt, loss_of, data.x_train, data.y_train)
+        step = fast_step.EagerStep(
+            fast_step.StepInputs(model, opt, loss_of, data.x_train, data.y_train)
+        )
     gen = torch.Generator(device=device).manual_seed(1)
     perm = torch.randperm(steps * batch, device=device, generator=gen)
     losses = []

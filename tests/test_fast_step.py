@@ -5,6 +5,7 @@ with timings); everything else runs on CPU in a few seconds. No timing is assert
 """
 
 import copy
+import functools
 import json
 from dataclasses import replace
 
@@ -85,8 +86,9 @@ def test_eager_step_with_lr_zero_changes_nothing_and_with_lr_moves_downhill(digi
     model = get_model("cnn1")((1, 28, 28), 10).eval()
     before = [p.detach().clone() for p in model.parameters()]
     opt = make_optimizer(cfg(), model.parameters())
+    loss_of = functools.partial(loss_fn, "classification")
     step = fast_step.EagerStep(
-        model, opt, lambda o, y: loss_fn("classification", o, y), digits.x_train, digits.y_train
+        fast_step.StepInputs(model, opt, loss_of, digits.x_train, digits.y_train)
     )
     idx = torch.arange(32)
     first = float(step(idx, 0.0))
@@ -104,23 +106,18 @@ def _trajectory(data: TensorData, mode: str, optimizer: str, steps: int = 100):
     c = cfg(batch_size=16, optimizer=optimizer, lr=0.001 if optimizer == "adam" else 0.01)
     torch.manual_seed(0)
     model = get_model("cnn1")(data.in_shape, 10).cuda().train()
-    loss_of = lambda o, y: loss_fn("classification", o, y)  # noqa: E731
+    loss_of = functools.partial(loss_fn, "classification")
     if mode != "eager":
         lr_t = torch.tensor(c.lr, device="cuda")
         opt = make_optimizer(c, model.parameters(), lr_t)
+        inputs = fast_step.StepInputs(model, opt, loss_of, data.x_train, data.y_train)
         step = fast_step.GraphStep(
-            model,
-            opt,
-            loss_of,
-            data.x_train,
-            data.y_train,
-            lr_t,
-            16,
-            eager_steps=3 if mode == "graph" else steps + 1,
+            inputs, lr_t, 16, eager_steps=3 if mode == "graph" else steps + 1
         )
     else:
+        opt = make_optimizer(c, model.parameters())
         step = fast_step.EagerStep(
-            model, make_optimizer(c, model.parameters()), loss_of, data.x_train, data.y_train
+            fast_step.StepInputs(model, opt, loss_of, data.x_train, data.y_train)
         )
     order = torch.Generator(device="cuda").manual_seed(1)
     losses = []

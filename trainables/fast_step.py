@@ -29,6 +29,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -101,24 +102,32 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
     return torch.cuda.Stream(device=device)
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """What a step trains: the model, its optimizer, the loss, and the training data resident
+    on the device (a batch is an index tensor into `x_all` / `y_all`)."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    loss_of: LossOf
+    x_all: torch.Tensor
+    y_all: torch.Tensor
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the batch `idx`; returns its loss (detached)."""
+        return sgd_step(self.model, self.opt, self.loss_of, self.x_all[idx], self.y_all[idx])
+
+
 class EagerStep:
     """`step(idx, lr) -> loss`: the step run eagerly, lr set as a float on the optimizer."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        opt: torch.optim.Optimizer,
-        loss_of: LossOf,
-        x_all: torch.Tensor,
-        y_all: torch.Tensor,
-    ) -> None:
-        self.model, self.opt, self.loss_of = model, opt, loss_of
-        self.x_all, self.y_all = x_all, y_all
+    def __init__(self, inputs: StepInputs) -> None:
+        self.inputs = inputs
 
     def __call__(self, idx: torch.Tensor, lr: float) -> torch.Tensor:
-        for group in self.opt.param_groups:
+        for group in self.inputs.opt.param_groups:
             group["lr"] = lr
-        return sgd_step(self.model, self.opt, self.loss_of, self.x_all[idx], self.y_all[idx])
+        return self.inputs.step(idx)
 
 
 class GraphStep:
@@ -131,18 +140,13 @@ class GraphStep:
 
     def __init__(
         self,
-        model: nn.Module,
-        opt: torch.optim.Optimizer,
-        loss_of: LossOf,
-        x_all: torch.Tensor,
-        y_all: torch.Tensor,
+        inputs: StepInputs,
         lr_tensor: torch.Tensor,
         batch_size: int,
         eager_steps: int = EAGER_WARMUP_STEPS,
     ) -> None:
-        self.model, self.opt, self.loss_of = model, opt, loss_of
-        self.x_all, self.y_all, self.lr_tensor = x_all, y_all, lr_tensor
-        self.idx = torch.zeros(batch_size, dtype=torch.long, device=x_all.device)
+        self.inputs, self.lr_tensor = inputs, lr_tensor
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=inputs.x_all.device)
         self.eager_left = eager_steps
         self.lr_now = math.nan
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -153,9 +157,7 @@ class GraphStep:
         torch.cuda.empty_cache()
 
     def _body(self) -> torch.Tensor:
-        return sgd_step(
-            self.model, self.opt, self.loss_of, self.x_all[self.idx], self.y_all[self.idx]
-        )
+        return self.inputs.step(self.idx)
 
     def _eager_on_side_stream(self) -> torch.Tensor:
         # as torch.cuda.graph's docs advise before a capture: warm up on a side stream
@@ -170,7 +172,7 @@ class GraphStep:
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
-        self.opt.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+        self.inputs.opt.zero_grad(set_to_none=True)  # grads then live in the graph's pool
         try:
             with torch.cuda.graph(graph):
                 self.loss = self._body()

@@ -33,19 +33,19 @@ the gradient before its own update.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
+
+from trainables.fast_step import LossOf, StepInputs
 
 BIG_BATCH_FACTOR = 16  # B_big = 16 x B (capped at the training set): a larger B_big gives a
 # less noisy estimate per example spent (the variance of |G|^2's estimate falls as 1 / B_big)
 MEASURE_EVERY = 32  # steps between measurements (at least one per epoch)
 MIN_WINDOW = 4  # the EMAs average over at least this many measurements
 BIG_CHUNK = 1024  # examples per forward/backward pass of the big batch
-
-LossOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------- the estimator (pure)
@@ -135,24 +135,17 @@ class NoiseScaleMeter:
     `capture()` / `restore()` carry it across checkpoints."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        opt: torch.optim.Optimizer,
-        loss_of: LossOf,
-        x_all: torch.Tensor,
-        y_all: torch.Tensor,
-        batch_size: int,
-        steps_per_epoch: int,
-        seed: int,
+        self, inputs: StepInputs, batch_size: int, steps_per_epoch: int, seed: int
     ) -> None:
-        self.model, self.loss_of, self.x_all, self.y_all = model, loss_of, x_all, y_all
+        self.model, self.loss_of = inputs.model, inputs.loss_of
+        self.x_all, self.y_all = inputs.x_all, inputs.y_all
         self.b_small = batch_size
-        self.b_big = min(BIG_BATCH_FACTOR * batch_size, x_all.shape[0])
+        self.b_big = min(BIG_BATCH_FACTOR * batch_size, self.x_all.shape[0])
         self.every = max(1, min(MEASURE_EVERY, steps_per_epoch))
-        self.gen = torch.Generator(device=x_all.device).manual_seed(10_007 + seed)
+        self.gen = torch.Generator(device=self.x_all.device).manual_seed(10_007 + seed)
         self.ema = NoiseScaleEMA(ema_decay(steps_per_epoch / self.every))
         self._g_big_sq: float | None = None  # armed: the next optimizer step completes it
-        opt.register_step_pre_hook(self._on_pre_step)
+        inputs.opt.register_step_pre_hook(self._on_pre_step)
 
     @property
     def enabled(self) -> bool:

@@ -196,11 +196,9 @@ def train(
     )
     lr_tensor = torch.tensor(cfg.lr, device=device) if graphed else None
     opt = make_optimizer(cfg, model.parameters(), lr_tensor)
-    loss_of = functools.partial(loss_fn, data.task)
+    inputs = fast_step.StepInputs(model, opt, functools.partial(loss_fn, data.task), x_all, y_all)
     meter = (
-        NoiseScaleMeter(
-            model, opt, loss_of, x_all, y_all, cfg.batch_size, steps_per_epoch, cfg.seed
-        )
+        NoiseScaleMeter(inputs, cfg.batch_size, steps_per_epoch, cfg.seed)
         if cfg.measure_noise_scale
         else None
     )
@@ -208,9 +206,9 @@ def train(
     state = TrialState(model, opt, order, lr_tensor, meter)
     progress = Progress() if resume is None else state.restore(resume)
     step = (
-        fast_step.GraphStep(model, opt, loss_of, x_all, y_all, lr_tensor, cfg.batch_size)
+        fast_step.GraphStep(inputs, lr_tensor, cfg.batch_size)
         if lr_tensor is not None
-        else fast_step.EagerStep(model, opt, loss_of, x_all, y_all)
+        else fast_step.EagerStep(inputs)
     )
 
     model.train()
