@@ -8,8 +8,9 @@
   the seed mean (best warmup) of the trials at that lr when one was tried within RULE_TOL
   decades ("tried"), else interpolated linearly in log lr between the tried lrs around it
   ("interp."); "diverged" when a smaller lr already diverged; "not tried" outside the range.
-- `warmup_table`: best lr and metric with and without warmup (warmup_epochs == 0 vs > 0), and
-  whether warmup moved the optimum (disjoint CIs) or only the divergence edge.
+- `warmup_table`: per batch size, the best tried lr and metric and the divergence edge without
+  and with warmup, beside the per-batch warmup test of `analysis.warmup_test` (the model's
+  joint test decides whether warmup matters; this table shows the data behind it).
 - `learning_curves`: the article experiment (phase-"grid" trials): val_acc against epoch, one
   line per k = B / B0, one panel per warmup value; the curves "coincide" when the final val_acc
   of all k lies within COINCIDE_TOL.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.best import NOT_REACHED_METRICS, add_feasible, estimate_best_lr, maximize_metric
+from analysis.load import NOT_REACHED_METRICS, add_feasible, maximize_metric
 
 RULE_TOL = 0.02  # decades (~5%): a tried lr this close counts as the rule's lr
 COINCIDE_TOL = 0.02  # accuracy: learning curves whose final values lie within this coincide
@@ -140,75 +141,33 @@ def rule_table(
     return table, anchor
 
 
-def warmup_table(
-    trials: pd.DataFrame, metric: str, n_boot: int = 1000, seed: int = 0
-) -> pd.DataFrame:
-    """Per batch size: best lr, CI, metric and divergence edge without / with warmup + a finding.
-
-    Empty when the trials do not have both warmup 0 and warmup > 0."""
-    none = trials[trials["warmup_epochs"] <= 0]
-    warm = trials[trials["warmup_epochs"] > 0]
-    if none.empty or warm.empty:
+def warmup_table(trials: pd.DataFrame, metric: str, per_batch: pd.DataFrame | None = None
+                 ) -> pd.DataFrame:
+    """Per batch size, without (warmup 0) and with warmup (> 0): the best tried lr and metric
+    and the smallest diverged lr; with the Holm-adjusted p of the per-batch warmup test when
+    given. Empty when the trials do not have both warmup 0 and warmup > 0."""
+    fin = add_feasible(trials, metric)
+    if not ((fin["warmup_epochs"] <= 0).any() and (fin["warmup_epochs"] > 0).any()):
         return pd.DataFrame()
-    cols = [
-        "batch_size",
-        "lr",
-        "lr_ci_lo",
-        "lr_ci_hi",
-        "at_edge",
-        "metric_best_tried",
-        "lr_div",
-        "lr_feasible_max",
-        "n_trials",
-    ]
-    b0 = estimate_best_lr(none, metric, n_boot=n_boot, seed=seed)[cols]
-    b1 = estimate_best_lr(warm, metric, n_boot=n_boot, seed=seed + 1)[cols]
-    table = b0.merge(b1, on="batch_size", how="outer", suffixes=("_none", "_warm"))
-    table["finding"] = [_warmup_finding(r, maximize_metric(metric)) for _, r in table.iterrows()]
-    return table.sort_values("batch_size").reset_index(drop=True)
-
-
-def _disjoint(r: pd.Series) -> bool | None:
-    lo0, hi0, lo1, hi1 = (
-        r.get(c) for c in ("lr_ci_lo_none", "lr_ci_hi_none", "lr_ci_lo_warm", "lr_ci_hi_warm")
-    )
-    if any(v is None or pd.isna(v) for v in (lo0, hi0, lo1, hi1)):
-        return None
-    return hi0 < lo1 or hi1 < lo0
-
-
-def _warmup_finding(r: pd.Series, maximize: bool) -> str:
-    if pd.isna(r.get("lr_none")) or pd.isna(r.get("lr_warm")):
-        return "only one warmup setting has feasible trials"
-    parts = []
-    if r["at_edge_none"] or r["at_edge_warm"]:
-        parts.append("optimum not located with and without warmup: cannot tell if it moved")
-    elif _disjoint(r):
-        ratio = r["lr_warm"] / r["lr_none"]
-        parts.append(f"warmup moved the optimum (x{ratio:.2g})")
-    else:
-        parts.append("optimum unchanged (CIs overlap)")
-    edge = _edge_change(r)
-    if edge:
-        parts.append(edge)
-    m0, m1 = r["metric_best_tried_none"], r["metric_best_tried_warm"]
-    if pd.notna(m0) and pd.notna(m1):
-        better = (m1 > m0) if maximize else (m1 < m0)
-        parts.append("best metric better with warmup" if better else "best metric better without")
-    return "; ".join(parts)
-
-
-def _edge_change(r: pd.Series) -> str | None:
-    """Did an lr that diverged without warmup train with it (or the reverse)?"""
-    div0, div1 = r.get("lr_div_none"), r.get("lr_div_warm")
-    max0, max1 = r.get("lr_feasible_max_none"), r.get("lr_feasible_max_warm")
-    if pd.notna(div0) and pd.notna(max1) and max1 >= div0 * (1 - 1e-9):
-        return "warmup raised the divergence edge"
-    if pd.notna(div1) and pd.notna(max0) and max0 >= div1 * (1 - 1e-9):
-        return "warmup lowered the divergence edge"
-    if pd.isna(div0) and pd.isna(div1):
-        return None
-    return "divergence edge not shown to move (no lr diverged in one setting only)"
+    sign = -1.0 if maximize_metric(metric) else 1.0
+    rows = []
+    for b, g in fin.groupby("batch_size", sort=True):
+        row: dict = {"batch_size": int(b)}
+        warm = g["warmup_epochs"] > 0
+        for name, part in (("none", g[~warm]), ("warm", g[warm])):
+            ok = part[part["feasible"]]
+            j = (sign * ok[metric]).idxmin() if len(ok) else None
+            div = part.loc[part["status"] == "diverged", "lr"]
+            row[f"lr_best_tried_{name}"] = None if j is None else float(ok.at[j, "lr"])
+            row[f"metric_best_tried_{name}"] = None if j is None else float(ok.at[j, metric])
+            row[f"lr_div_{name}"] = float(div.min()) if len(div) else None
+            row[f"n_trials_{name}"] = len(part)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if per_batch is not None and len(per_batch):
+        table = table.merge(per_batch[["batch_size", "p", "p_holm"]], on="batch_size",
+                            how="left")
+    return table
 
 
 @dataclass(frozen=True)

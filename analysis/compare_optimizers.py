@@ -2,7 +2,7 @@
 
     python -m analysis.compare_optimizers --results DIR_A DIR_B [DIR ...] --out DIR
         [--labels A B ...] [--metric val_loss] [--objective metric|steps_to_target]
-        [--n-boot 1000] [--seed 0]
+        [--margin 0.2] [--n-boot 200] [--seed 0]
 
 Every results folder is analysed as `python -m analysis.fit_rule` does (its full report goes
 to `OUT/<label>/`); then `OUT/compare.md`, a self-contained `OUT/compare.html`,
@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.figures import DPI, fmt, new_figure
-from analysis.fit import surge_text
 from analysis.load import AnalysisError, error_exit
 from analysis.noise import comparison_text
 from analysis.pipeline import Analysis, analyze
-from analysis.report import jsonable, render_html, render_markdown, write_report
+from analysis.plotting import DPI, alpha_fan, batch_axes, draw_best_lrs, draw_rule, fmt, new_figure
+from analysis.render import render_html, render_markdown
+from analysis.report import write_report
+from analysis.schema import jsonable
 from analysis.steps import regimes_text
 
 MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -69,16 +70,19 @@ def summary_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
             "measured B_simple (median)"]
     rows = []
     for e in entries:
-        a, f = e.analysis, e.analysis.fits
-        alpha = (f"{f.alpha:.2f} [{f.alpha_ci[0]:.2f}, {f.alpha_ci[1]:.2f}]"
-                 if f.alpha is not None else "-")
+        a, inf = e.analysis, e.analysis.inference
+        lo, hi = inf.alpha_ci
+        alpha = (f"{inf.alpha:.2f} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
+                 if inf.alpha is not None else "-")
+        fitted = a.best.loc[a.best["in_fit"], "batch_size"]
         rows.append([
             e.label, a.optimizer.describe(), _task(a), str(len(a.trials)),
-            ", ".join(str(int(b)) for b in f.points["batch_size"]) or "-", alpha,
-            f.best_model or "-", a.verdict.verdict,
+            ", ".join(str(int(b)) for b in fitted) or "-", alpha,
+            inf.best_model or "-", a.verdict.verdict,
             a.no_change.result if a.no_change else "not tested (not adaptive)",
-            f"peak at B = {f.surge.b_peak:.3g}" if f.surge else "not detected",
-            fmt(f.b_noise), fmt(a.noise.median) if a.noise else "not measured",
+            f"peak at B = {fmt(inf.peak_b)}" if a.decision.reason == "curved"
+            else "not detected",
+            fmt(inf.b_noise), fmt(a.noise.median) if a.noise else "not measured",
         ])
     return head, rows
 
@@ -89,36 +93,22 @@ def fig_best_lr(entries: list[Entry], path: Path) -> None:
     ax = fig.subplots()
     all_b: set[int] = set()
     for i, e in enumerate(entries):
-        best, f, color = e.analysis.best, e.analysis.fits, f"C{i}"
-        has = best[best["lr"].notna()]
-        all_b |= {int(b) for b in best["batch_size"]}
-        for edge, face in ((False, color), (True, "none")):
-            sel = has[has["at_edge"] == edge]
-            if sel.empty:
-                continue
-            lo = (sel["lr"] - sel["lr_ci_lo"].fillna(sel["lr"])).clip(lower=0)
-            hi = (sel["lr_ci_hi"].fillna(sel["lr"]) - sel["lr"]).clip(lower=0)
-            label = f"{e.label}: best lr" + (" (at edge: a bound)" if edge else " (95% CI)")
-            ax.errorbar(sel["batch_size"], sel["lr"], yerr=[lo, hi], fmt=MARKERS[i % 6],
-                        color=color, mfc=face, capsize=3, ms=6, label=label)
-        if f.alpha is not None:
-            b = np.geomspace(*f.batch_range, 100)
-            label = (f"{e.label}: power law, alpha = {f.alpha:.2f} [{f.alpha_ci[0]:.2f}, "
-                     f"{f.alpha_ci[1]:.2f}], verdict {e.analysis.verdict.verdict}")
-            ax.plot(b, f.lr_at("power", b), "-", color=color, lw=1.5, label=label)
-        if f.surge is not None:
-            b = np.geomspace(*f.batch_range, 100)
-            ax.plot(b, f.surge.lr_at(b), ":", color=color, lw=2, label=f"{e.label}: surge fit")
+        a, color = e.analysis, f"C{i}"
+        inf = a.inference
+        all_b |= {int(b) for b in a.best["batch_size"]}
+        draw_best_lrs(ax, a.best, color, MARKERS[i % len(MARKERS)], prefix=f"{e.label}: ")
+        if inf.alpha is not None:
+            b = np.geomspace(*inf.batch_range, 100)
+            alpha_fan(ax, inf, b, color=color)
+            if a.decision.reason == "curved":
+                draw_rule(ax, inf, "curved", b, f"{e.label}: rises then falls", ls=":",
+                          color=color, lw=2)
     bs = sorted(all_b)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(bs, [str(b) for b in bs])
-    ax.minorticks_off()
-    ax.set_xlabel("batch size B")
+    batch_axes(ax, bs)
     ax.set_ylabel("best peak learning rate")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.set_title("Best lr against batch size, per optimizer", fontsize=11)
+    ax.set_title("Best lr against batch size, per optimizer (power law with alpha's interval)",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
 
@@ -160,7 +150,7 @@ def fig_steps(entries: list[Entry], path: Path) -> None:
 def compare_json(entries: list[Entry]) -> dict:
     out = []
     for e in entries:
-        a, f = e.analysis, e.analysis.fits
+        a, inf = e.analysis, e.analysis.inference
         out.append({
             "label": e.label,
             "results_dir": a.results_dir,
@@ -173,15 +163,16 @@ def compare_json(entries: list[Entry]) -> dict:
             "best_lr": [{"batch_size": int(r["batch_size"]), "lr": r["lr"],
                          "lr_ci": [r["lr_ci_lo"], r["lr_ci_hi"]], "at_edge": bool(r["at_edge"])}
                         for _, r in a.best.iterrows()],
-            "alpha": f.alpha,
-            "alpha_ci": list(f.alpha_ci),
-            "best_model": f.best_model,
+            "alpha": inf.alpha,
+            "alpha_ci": list(inf.alpha_ci),
+            "best_model": inf.best_model,
             "verdict": a.verdict.verdict,
             "verdict_text": a.verdict.paragraph,
             "no_lr_change": None if a.no_change is None else a.no_change.result,
-            "surge": None if f.surge is None else {"b_peak": f.surge.b_peak,
-                                                   "lr_peak": f.surge.lr_peak},
-            "b_noise_fit": f.b_noise,
+            "surge": None if a.decision.reason != "curved" else {
+                "b_peak": inf.peak_b,
+                "lr_peak": None if inf.peak_b is None else inf.lr_at("curved", inf.peak_b)},
+            "b_noise_fit": inf.b_noise,
             "measured_noise_scale": None if a.noise is None else a.noise.median,
             "steps_to_target": None if a.steps is None else
             a.steps.table[["batch_size", "steps", "lr", "regime"]].to_dict(orient="records"),
@@ -209,12 +200,12 @@ def _blocks(entries: list[Entry], figs: dict[str, Path]) -> list[tuple]:
         items = [a.verdict.paragraph, "Piecewise view: " + a.verdict.linear_range]
         if a.no_change is not None:
             items.append("No lr change needed (alpha = 0): " + a.no_change.text)
-        if a.fits.surge is not None:
-            items.append("Surge: " + surge_text(a.fits.surge))
+        if a.decision.reason == "curved":
+            items.append(f"Surge: the best lr peaks near B = {fmt(a.inference.peak_b)}.")
         if a.optimizer.momentum is not None:
             items.append(f"Effective lr = lr / (1 - m) = {a.optimizer.effective_factor:.3g} x lr.")
         if a.noise is not None:
-            items.append(comparison_text(a.noise, a.fits.b_noise, a.fits.b_noise_ci))
+            items.append(comparison_text(a.noise, a.inference.b_noise, a.inference.b_noise_ci))
         if a.steps is not None:
             items.append(regimes_text(a.steps))
         blocks += [("h2", f"{e.label}: {a.optimizer.describe()}, verdict {a.verdict.verdict}"),
@@ -252,7 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(default: each sweep's optimizer)")
     p.add_argument("--metric", default="val_loss", help="val_loss (default), val_acc, ...")
     p.add_argument("--objective", default="metric", choices=["metric", "steps_to_target"])
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -266,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError(f"--labels gives {len(args.labels)} names for "
                                 f"{len(args.results)} results folders; give one per folder")
         analyses = [analyze(r, metric=args.metric, n_boot=args.n_boot, seed=args.seed,
-                            objective=args.objective) for r in args.results]
+                            objective=args.objective, margin=args.margin)
+                    for r in args.results]
         labels = args.labels or default_labels(analyses)
         entries = []
         for label, a in zip(labels, analyses, strict=True):

@@ -1,7 +1,8 @@
 """Scaling-law report of a sweep: does the best learning rate scale linearly or by sqrt(B)?
 
     python -m analysis.fit_rule --results DIR [--out DIR] [--json FILE] [--metric val_loss]
-                                [--objective metric|steps_to_target] [--n-boot 1000] [--seed 0]
+                                [--objective metric|steps_to_target] [--margin 0.2]
+                                [--n-boot 200] [--seed 0]
 
 --results  the folder Ray Tune wrote (`<storage>/<name>`, or a folder holding several such
            experiments); trial folders are found recursively by their `params.json`.
@@ -13,7 +14,11 @@
 --objective  `metric` (default): best = final value of --metric. `steps_to_target`: best =
            fewest steps to the sweep's target (config `target:`; Shallue et al. 2018), trials
            that never reached it infeasible.
---n-boot   bootstrap resamples for the confidence intervals (default 1000).
+--margin   equivalence margin around alpha = 1 (linear) and 0.5 (sqrt), default 0.2: `linear`
+           only when alpha's 95% interval lies inside [1 - margin, 1 + margin].
+--n-boot   sweeps simulated on the design to calibrate the intervals (default 200; 0 skips
+           the calibration and uses the chi-square intervals as they are).
+--seed     random seed of those simulations.
 
 When the trials report them, the report also holds the measured gradient noise scale
 (`measure_noise_scale`) beside the fitted B_noise and the steps-to-target curve with its
@@ -36,12 +41,13 @@ from analysis.pipeline import Analysis, analyze
 
 def console_table(a: Analysis) -> str:
     """The console summary: one line per batch size."""
+    from analysis.content import ci_text
+
     head = f"{'B':>6} {'best lr':>10} {'95% CI':>23} {'edge':>5} {'trials':>7} {'diverged':>9}"
     lines = [head, "-" * len(head)]
     for _, r in a.best.iterrows():
         lr = "-" if r["lr"] is None or r["lr"] != r["lr"] else f"{r['lr']:.4g}"
-        lo, hi = r["lr_ci_lo"], r["lr_ci_hi"]
-        ci = "-" if lo is None or lo != lo else f"[{lo:.4g}, {hi:.4g}]"
+        ci = ci_text(r["lr_ci_lo"], r["lr_ci_hi"])
         lines.append(
             f"{int(r['batch_size']):>6} {lr:>10} {ci:>23} {'EDGE' if r['at_edge'] else '':>5} "
             f"{int(r['n_trials']):>7} {int(r['n_diverged']):>9}"
@@ -58,7 +64,7 @@ def summary_text(a: Analysis, written: dict[str, Path]) -> str:
         console_table(a),
         "",
         f"VERDICT: {a.verdict.verdict}"
-        + (f" (best model: {a.fits.best_model})" if a.fits.best_model else ""),
+        + (f" (best rule: {a.inference.best_model})" if a.inference.best_model else ""),
         a.verdict.paragraph,
         a.verdict.linear_range,
         *a.verdict.notes,
@@ -79,7 +85,7 @@ def extra_lines(a: Analysis) -> list[str]:
     if a.no_change is not None:
         lines.append(f"NO LR CHANGE (alpha = 0): {a.no_change.text}")
     if a.noise is not None:
-        lines.append(comparison_text(a.noise, a.fits.b_noise, a.fits.b_noise_ci))
+        lines.append(comparison_text(a.noise, a.inference.b_noise, a.inference.b_noise_ci))
     if a.steps is not None:
         lines.append(regimes_text(a.steps))
     return lines
@@ -97,8 +103,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--objective", default="metric", choices=["metric", "steps_to_target"],
                    help="rank trials by the final --metric (default) or by the fewest steps "
                    "to the sweep's target")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    p.add_argument("--margin", type=float, default=0.2,
+                   help="equivalence margin around alpha = 1 and 0.5 (default 0.2)")
+    p.add_argument("--n-boot", type=int, default=200,
+                   help="simulated sweeps that calibrate the intervals (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of those simulations")
     args = p.parse_args(argv)
     if args.n_boot < 0:
         p.error("--n-boot must be >= 0")
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.results / "report"
     try:
         a = analyze(args.results, metric=args.metric, n_boot=args.n_boot, seed=args.seed,
-                    objective=args.objective)
+                    objective=args.objective, margin=args.margin)
         from analysis.report import write_report  # matplotlib only when there is a report
 
         written = write_report(a, out, args.json)

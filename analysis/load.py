@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-# Config keys promoted to columns (DESIGN.md "Contracts"); other params.json keys are ignored.
+# Config keys promoted to columns (docs/design.md, "Contracts"); other params.json keys are
+# ignored.
 CONFIG_COLUMNS: tuple[str, ...] = (
     "batch_size",
     "lr",  # peak learning rate, per step
@@ -382,3 +384,23 @@ def _epoch_table(epoch_rows: list[dict[str, Any]]) -> pd.DataFrame:
 def finished_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that ran their full budget or diverged: the only ones the analysis compares."""
     return trials[trials["status"].isin(("done", "diverged"))]
+
+
+NOT_REACHED_METRICS = frozenset({"steps_to_target"})  # nan = target never reached (not diverged)
+
+
+def maximize_metric(metric: str) -> bool:
+    """Accuracies are maximised, everything else (losses, errors, steps) minimised."""
+    return "acc" in metric.lower()
+
+
+def add_feasible(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Finished trials with a `feasible` column: done (or, for steps to a target, reached it)
+    with a finite final metric, which is made numeric."""
+    fin = finished_trials(trials).copy()
+    values = pd.to_numeric(fin[metric], errors="coerce").astype(float)
+    finite = np.isfinite(values.to_numpy())
+    fin["feasible"] = finite if metric in NOT_REACHED_METRICS else (
+        (fin["status"] == "done") & finite)
+    fin[metric] = values
+    return fin

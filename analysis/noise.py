@@ -4,7 +4,7 @@ McCandlish et al. (2018) predict the critical batch size, where the best lr stop
 linearly, from the gradient noise scale B_simple = tr(Sigma) / |G|^2. Trials of a sweep with
 `measure_noise_scale: true` report it per epoch (`noise_scale`; trainables.noise_scale). Here,
 for every batch size, the value at its best lr: the final-epoch `noise_scale` of the finished
-trial(s) whose lr is nearest (in log lr) to the best lr of `analysis.best` (the median over
+trial(s) whose lr is nearest (in log lr) to the best lr of `analysis.inference` (the median over
 the seeds and warmups at that lr), then the median over batch sizes as a summary. It is
 compared with the saturating fit's B_noise: the theory says they should be of the same order
 (B_simple approximates B_crit; it omits the Hessian's shape, so it is not exact).

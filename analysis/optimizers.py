@@ -4,9 +4,9 @@
   rate lr / (1 - m) (Shallue et al. 2018 compare batch sizes by it). With m fixed across the
   sweep it is the lr times a constant, so the fitted exponent alpha is the same for both.
 - Adam / AdamW: the report also tests the article's claim "no lr change needed" (alpha = 0) as
-  a third fixed rule beside linear and sqrt (`analysis.fit.fit_rules(..., constant=True)`,
-  `analysis.fit.no_lr_change`), and the surge shape (best lr rises then falls, Li et al. 2024;
-  `analysis.fit.detect_surge`, which runs for every optimizer).
+  a third fixed rule beside linear and sqrt (`analysis.inference.infer(..., constant=True)`,
+  judged by `analysis.verdict.no_change_text`); the surge shape (best lr rises then falls, Li
+  et al. 2024: the log-quadratic rule) is fitted for every optimizer.
 
 The optimizer is read from the trials' params.json (`optimizer`, `momentum`), as
 `trainables.train.make_optimizer` uses them (momentum 0 means 0.9 for momentum / nesterov).

@@ -1,11 +1,16 @@
-"""The whole analysis as one function: results folder -> `Analysis` (every table the report needs).
+"""The whole analysis as one call: results folder -> `Analysis` (every table the report needs).
 
     >>> from analysis.pipeline import analyze
-    >>> a = analyze("results/default", metric="val_loss", n_boot=1000)
-    >>> a.verdict.verdict, a.fits.alpha, a.best
+    >>> a = analyze("results/default", metric="val_loss")
+    >>> a.verdict.verdict, a.inference.alpha, a.inference.alpha_ci, a.best
 
-`objective="steps_to_target"` ranks trials by the fewest steps to the sweep's target instead
-of the final metric (Shallue et al. 2018; trials that never reached it are infeasible).
+Steps: `analysis.load` (JSON only) -> `analysis.inference` (one likelihood model of every
+finished trial: best lr per batch size, rules, alpha, calibration, warmup test) ->
+`analysis.decision` (equivalence verdict) -> `analysis.verdict` (its words), beside the
+Goyal-style rule table, the learning curves, the optimizer, the measured noise scale and
+steps to target. `objective="steps_to_target"` ranks trials by the fewest steps to the
+sweep's target instead of the final metric (Shallue et al. 2018; trials that never reached it
+count as worse than any that did).
 
 `analysis.fit_rule` is the command line around it; `analysis.report` turns it into files.
 """
@@ -17,13 +22,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.best import estimate_best_lr, maximize_metric
 from analysis.compare import Anchor, Curves, learning_curves, rule_table, warmup_table
-from analysis.fit import NoChange, RuleFits, Verdict, decide_verdict, fit_rules, no_lr_change
-from analysis.load import CONFIG_COLUMNS, AnalysisError, LoadSummary, load_results
+from analysis.decision import MARGIN, MAX_MARGIN, Decision, decide
+from analysis.inference import Inference, infer
+from analysis.load import (
+    CONFIG_COLUMNS,
+    AnalysisError,
+    LoadSummary,
+    load_results,
+    maximize_metric,
+)
 from analysis.noise import NoiseScale, measured_noise_scale
 from analysis.optimizers import OptimizerInfo, optimizer_info
 from analysis.steps import STEPS, StepsCurve, has_steps, steps_curve
+from analysis.verdict import Verdict, explain, no_change_text
 
 # result.json columns that are bookkeeping, not metrics one could choose with --metric
 NOT_METRICS = frozenset(
@@ -46,18 +58,27 @@ OBJECTIVES = ("metric", STEPS)  # final value of --metric, or fewest steps to th
 
 
 @dataclass(frozen=True)
+class NoChange:
+    """The test of 'no lr change needed' (alpha = 0), the article's claim for Adam."""
+
+    result: str  # supported | rejected | inconclusive
+    text: str
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Everything `analysis.report` writes, computed once."""
 
     results_dir: str
     metric: str
     maximize: bool
-    n_boot: int
+    n_boot: int  # simulated sweeps used to calibrate the intervals
     load: LoadSummary
     trials: pd.DataFrame
     epochs: pd.DataFrame
-    best: pd.DataFrame
-    fits: RuleFits
+    best: pd.DataFrame  # one row per batch size (analysis.inference.TABLE_COLUMNS)
+    inference: Inference
+    decision: Decision
     verdict: Verdict
     rules: pd.DataFrame
     anchor: Anchor | None
@@ -68,6 +89,7 @@ class Analysis:
     no_change: NoChange | None = None  # alpha = 0 tested (adaptive optimizers)
     noise: NoiseScale | None = None  # measured B_simple at the best lrs
     steps: StepsCurve | None = None  # steps-to-target curve and regimes
+    margin: float = MARGIN
 
 
 def available_metrics(epochs: pd.DataFrame) -> list[str]:
@@ -124,14 +146,20 @@ def check_steps(trials: pd.DataFrame) -> None:
 def analyze(
     results_dir: str | Path,
     metric: str = "val_loss",
-    n_boot: int = 1000,
+    n_boot: int = 200,
     seed: int = 0,
     objective: str = "metric",
+    margin: float = MARGIN,
 ) -> Analysis:
-    """Load, estimate the best lrs, fit the rules, build the comparison tables."""
+    """Load, fit the model of all trials, decide, and build the comparison tables."""
     if objective not in OBJECTIVES:
         raise AnalysisError(
             f"unknown objective '{objective}'; choose from {', '.join(OBJECTIVES)}"
+        )
+    if not 0 < margin < MAX_MARGIN:
+        raise AnalysisError(
+            f"margin {margin:g} is outside (0, {MAX_MARGIN:g}): at {MAX_MARGIN:g} the linear "
+            f"and sqrt margins around 1 and 0.5 touch; use e.g. --margin 0.2"
         )
     res = load_results(results_dir)
     if objective == STEPS or metric == STEPS:
@@ -140,28 +168,53 @@ def analyze(
         metric, objective = STEPS, STEPS
     else:
         check_metric(res.epochs, res.trials, metric)
-    info = optimizer_info(res.trials)
-    best = estimate_best_lr(res.trials, metric, n_boot=n_boot, seed=seed)
-    fits = fit_rules(best, constant=info.adaptive)
-    rules, anchor = rule_table(res.trials, best, metric)
+    return analyze_trials(res.trials, res.epochs, res.summary, str(results_dir), metric,
+                          n_boot, seed, objective, margin)
+
+
+def analyze_trials(
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    summary: LoadSummary,
+    results_dir: str,
+    metric: str,
+    n_boot: int = 200,
+    seed: int = 0,
+    objective: str = "metric",
+    margin: float = MARGIN,
+) -> Analysis:
+    """`analyze` on tables already loaded (the sweep's design loop calls it too)."""
+    info = optimizer_info(trials)
+    maximize = maximize_metric(metric)
+    inf = infer(trials, metric, maximize, replicates=n_boot, seed=seed,
+                constant=info.adaptive)
+    dec = decide(inf, margin)
+    best = inf.table
+    rules, anchor = rule_table(trials, best, metric)
+    wt = inf.warmup
+    no_change = None
+    if info.adaptive:
+        no_change = NoChange(*no_change_text(inf))
     return Analysis(
-        results_dir=str(results_dir),
+        results_dir=results_dir,
         metric=metric,
-        maximize=maximize_metric(metric),
+        maximize=maximize,
         n_boot=n_boot,
-        load=res.summary,
-        trials=res.trials,
-        epochs=res.epochs,
+        load=summary,
+        trials=trials,
+        epochs=epochs,
         best=best,
-        fits=fits,
-        verdict=decide_verdict(fits, best),
+        inference=inf,
+        decision=dec,
+        verdict=explain(inf, dec),
         rules=rules,
         anchor=anchor,
-        warmup=warmup_table(res.trials, metric, n_boot=n_boot, seed=seed + 1),
-        curves=learning_curves(res.epochs, res.trials, metric),
+        warmup=warmup_table(trials, metric, None if wt is None else wt.per_batch),
+        curves=learning_curves(epochs, trials, metric),
         objective=objective,
         optimizer=info,
-        no_change=no_lr_change(fits) if info.adaptive else None,
-        noise=measured_noise_scale(res.trials, best),
-        steps=steps_curve(res.trials),
+        no_change=no_change,
+        noise=measured_noise_scale(trials, best),
+        steps=steps_curve(trials),
+        margin=margin,
     )

@@ -3,8 +3,7 @@
 Trials of a sweep with `target: {metric: val_acc, value: 0.97}` report `steps_to_target`: the
 first step count, at epoch granularity, at which the metric reached the target (NaN if never).
 Per batch size, the curve takes the fewest steps over the learning rates (and warmups) tried:
-seeds averaged per configuration, trials that never reached the target infeasible, exactly as
-`analysis.best` ranks trials under `--objective steps_to_target`.
+seeds averaged per configuration, trials that never reached the target left out.
 
 Regimes, by a continuous piecewise-linear fit in log-log (`fit_regimes`):
     log S(B) = a - min(x, x1) + m * (clip(x, x1, x2) - x1),   x = log10 B
@@ -16,6 +15,10 @@ x1 <= x2), a and m by least squares for each pair (m clipped to [-1, 0]); the pa
 least squared error wins. A breakpoint at an end of the measured range means that regime was
 not observed.
 
+Beside the regimes, McCandlish et al.'s (2018) law S(B) = S_min (1 + B_crit / B) is fitted
+by least squares in log10 steps (`fit_critical`), with a profile interval for B_crit (F-test
+on the residual variance): perfect scaling below B_crit, a floor of S_min steps above it.
+
     >>> curve = steps_curve(results.trials)
     >>> curve.table, curve.fit.b1, curve.fit.b2
 """
@@ -26,8 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from analysis.best import estimate_best_lr
+from scipy.stats import f as f_dist
 
 STEPS = "steps_to_target"
 MIN_POINTS = 3  # batch sizes that reached the target, needed for the regime fit
@@ -115,12 +117,67 @@ def fit_regimes(batch: np.ndarray, steps: np.ndarray) -> Regimes | None:
 
 
 @dataclass(frozen=True)
+class Critical:
+    """S(B) = S_min (1 + B_crit / B), fitted in log10 steps."""
+
+    s_min: float
+    b_crit: float | None  # None: runs off the searched range (no knee seen)
+    b_crit_ci: tuple[float | None, float | None]
+    rmse: float  # decades
+
+    def steps(self, batch: np.ndarray | float) -> np.ndarray:
+        b = np.asarray(batch, dtype=float)
+        return self.s_min * (1 + (self.b_crit or 0.0) / b)
+
+
+def _critical_sse(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residual sums of squares and log10 S_min for log10 B_crit = u (profiled)."""
+    shape = np.log10(1 + 10 ** (u[:, None] - x[None, :]))
+    level = np.mean(y[None, :] - shape, axis=1)
+    return np.sum((y[None, :] - shape - level[:, None]) ** 2, axis=1), level
+
+
+def fit_critical(batch: np.ndarray, steps: np.ndarray) -> Critical | None:
+    """The McCandlish law with a 95% profile interval for B_crit; None with < MIN_POINTS."""
+    ok = np.isfinite(steps) & (steps > 0)
+    x, y = np.log10(np.asarray(batch, dtype=float)[ok]), np.log10(np.asarray(steps)[ok])
+    n = len(x)
+    if n < MIN_POINTS:
+        return None
+    grid = np.linspace(x.min() - 3, x.max() + 3, 1201)
+    sse, level = _critical_sse(grid, x, y)
+    k = int(np.argmin(sse))
+    sse_min = max(float(sse[k]), 1e-12)
+    # profile interval: {u : (SSE(u) - SSE_min) / (SSE_min / (n - 2)) <= F(1, n - 2)}
+    thr = sse_min * (1 + float(f_dist.ppf(0.95, 1, n - 2)) / (n - 2)) if n > 2 else np.inf
+    inside = grid[sse <= thr]
+    lo = None if inside.min() <= grid[0] + 1e-9 else float(10 ** inside.min())
+    hi = None if inside.max() >= grid[-1] - 1e-9 else float(10 ** inside.max())
+    off = k in (0, len(grid) - 1)
+    return Critical(float(10 ** level[k]), None if off else float(10 ** grid[k]), (lo, hi),
+                    float(np.sqrt(sse_min / n)))
+
+
+def critical_text(c: Critical | None) -> str:
+    if c is None:
+        return f"S_min (1 + B_crit / B) not fitted: fewer than {MIN_POINTS} batch sizes."
+    fmt = lambda v: "unbounded" if v is None else f"{v:.3g}"  # noqa: E731
+    if c.b_crit is None:
+        return (f"McCandlish et al.'s S(B) = S_min (1 + B_crit / B): no knee inside the searched "
+                f"range (B_crit 95% CI {fmt(c.b_crit_ci[0])} to {fmt(c.b_crit_ci[1])}).")
+    return (f"McCandlish et al.'s S(B) = S_min (1 + B_crit / B): S_min = {c.s_min:.3g} steps, "
+            f"B_crit = {c.b_crit:.3g} (95% CI {fmt(c.b_crit_ci[0])} to {fmt(c.b_crit_ci[1])}; "
+            f"residual {c.rmse:.3f} decades).")
+
+
+@dataclass(frozen=True)
 class StepsCurve:
     """Fewest steps to the target per batch size, and its regimes."""
 
     table: pd.DataFrame  # batch_size, steps, lr, n_trials, n_reached, regime
     target: str  # e.g. "val_acc >= 0.97" ("" when params.json does not say)
     fit: Regimes | None
+    critical: Critical | None = None
 
     @property
     def reached(self) -> pd.DataFrame:
@@ -151,14 +208,18 @@ def steps_curve(trials: pd.DataFrame) -> StepsCurve | None:
     """The curve and its regimes; None when no trial reached a target."""
     if not has_steps(trials):
         return None
-    best = estimate_best_lr(trials, STEPS, n_boot=0, maximize=False)
-    fin = trials[trials["status"].isin(("done", "diverged"))]
-    reached = np.isfinite(pd.to_numeric(fin[STEPS], errors="coerce"))
+    fin = trials[trials["status"].isin(("done", "diverged"))].copy()
+    fin[STEPS] = pd.to_numeric(fin[STEPS], errors="coerce")
+    reached = np.isfinite(fin[STEPS])
     counts = fin.assign(reached=reached).groupby("batch_size")["reached"].agg(["size", "sum"])
+    means = (fin[reached].groupby(["batch_size", "lr", "warmup_epochs"])[STEPS].mean()
+             .reset_index())
+    fewest = means.loc[means.groupby("batch_size")[STEPS].idxmin()].set_index("batch_size")
+    batches = sorted(int(b) for b in fin["batch_size"].unique())
     table = pd.DataFrame({
-        "batch_size": best["batch_size"].astype(int),
-        "steps": pd.to_numeric(best["metric_best_tried"], errors="coerce"),
-        "lr": pd.to_numeric(best["lr_best_tried"], errors="coerce"),
+        "batch_size": batches,
+        "steps": [float(fewest.at[b, STEPS]) if b in fewest.index else np.nan for b in batches],
+        "lr": [float(fewest.at[b, "lr"]) if b in fewest.index else np.nan for b in batches],
     })
     table["n_trials"] = table["batch_size"].map(counts["size"]).fillna(0).astype(int)
     table["n_reached"] = table["batch_size"].map(counts["sum"]).fillna(0).astype(int)
@@ -167,7 +228,8 @@ def steps_curve(trials: pd.DataFrame) -> StepsCurve | None:
         "not reached" if not np.isfinite(s) else (fit.regime(b) if fit else "")
         for b, s in zip(table["batch_size"], table["steps"], strict=True)
     ]
-    return StepsCurve(table.reset_index(drop=True), target_text(trials), fit)
+    crit = fit_critical(table["batch_size"].to_numpy(), table["steps"].to_numpy())
+    return StepsCurve(table.reset_index(drop=True), target_text(trials), fit, crit)
 
 
 def regimes_text(curve: StepsCurve) -> str:

@@ -3,16 +3,15 @@ noise scale beside the fitted B_noise: on folders with planted laws."""
 
 import json
 
-import pandas as pd
 import pytest
 
-from analysis.best import estimate_best_lr
-from analysis.fit import RuleFits, decide_verdict, fit_rules, no_lr_change
+from analysis.decision import decide
 from analysis.fit_rule import main
+from analysis.inference import infer
 from analysis.load import load_results
 from analysis.synthetic import Law, SweepSpec, scenario, write_results
 
-N_BOOT = "100"
+N_BOOT = "40"
 
 
 def report(root, out) -> tuple[dict, str]:
@@ -42,7 +41,8 @@ def test_adam_with_a_constant_best_lr_supports_no_lr_change(planted):
     assert doc["optimizer"]["name"] == "adam"
     lo, hi = doc["power_law"]["alpha_ci"]
     assert lo <= 0 <= hi
-    assert "constant" in doc["models"] and doc["best_model"] == "constant"
+    aic = {m: v["aic"] for m, v in doc["models"].items()}
+    assert aic["constant"] - min(aic.values()) < 2  # as good as the best, with fewer params
     assert doc["no_lr_change"]["result"] == "supported"
     assert doc["verdict"] == "neither"  # neither linear nor sqrt: the contract's values
     assert "does not change with batch size" in doc["verdict_text"]
@@ -53,37 +53,25 @@ def test_adam_with_a_constant_best_lr_supports_no_lr_change(planted):
 def test_adam_following_sqrt_rejects_no_lr_change(planted):
     doc, _ = planted("adam_constant", law=Law("sqrt", lr0=0.002))
     assert doc["verdict"] == "sqrt" and doc["no_lr_change"]["result"] == "rejected"
-    assert "excludes the linear rule and no lr change" in doc["verdict_text"]
+    assert "Square-root rule supported" in doc["verdict_text"]
 
 
 def test_a_planted_surge_is_detected_near_its_peak(planted):
     doc, md = planted("adam_surge")
     surge = doc["surge"]
     assert surge["detected"] and 32 <= surge["b_peak"] <= 128  # planted peak: B = 64
-    assert surge["fall_decades"] >= 0.1
-    assert doc["verdict"] == "neither" and "surge" in doc["verdict_text"]
-    assert doc["no_lr_change"]["result"] == "rejected"  # a rise then a fall is a change
-    assert "Surge: the best lr rises and then falls" in md
+    assert surge["d_aicc"] >= 10
+    assert doc["verdict"] == "neither" and "rises and then falls" in doc["verdict_text"]
+    assert "Surge: the best lr peaks near B =" in md
 
 
 @pytest.mark.parametrize("name", ["saturating", "linear", "sqrt", "adam_constant"])
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_monotone_laws_show_no_surge(name, seed, tmp_path):
     law, spec = scenario(name)
     write_results(tmp_path, law, spec, seed=seed)
-    best = estimate_best_lr(load_results(tmp_path).trials, n_boot=100)
-    assert fit_rules(best, constant=True).surge is None
-
-
-def test_a_ci_holding_both_zero_and_one_half_supports_neither_for_adam():
-    pts = pd.DataFrame({"batch_size": [8, 16, 32], "log_b": [0.9, 1.2, 1.5],
-                        "log_lr": [-2.0, -1.9, -1.8], "sigma": [0.1] * 3})
-    fits = RuleFits(points=pts, min_batch=8, alpha=0.25, alpha_ci=(-0.05, 0.55),
-                    aic={"linear": 20.0, "sqrt": 4.0, "power": 5.0, "saturating": 6.0,
-                         "constant": 4.5}, best_model="sqrt")
-    v = decide_verdict(fits, pd.DataFrame({"batch_size": [8, 16, 32], "at_edge": [False] * 3}))
-    assert v.verdict == "inconclusive" and "contains 0.5 and 0" in v.paragraph
-    assert no_lr_change(fits).result == "inconclusive"
+    inf = infer(load_results(tmp_path).trials, replicates=0, warmup=False)
+    assert decide(inf).reason != "curved"
 
 
 def test_momentum_reports_the_effective_lr(planted):
@@ -100,7 +88,8 @@ def test_momentum_reports_the_effective_lr(planted):
 
 def test_sgd_reports_keep_the_four_contract_models(planted):
     doc, _ = planted("linear")
-    assert set(doc["models"]) == {"linear", "sqrt", "power", "saturating"}
+    assert {"linear", "sqrt", "power", "saturating"} <= set(doc["models"])
+    assert "constant" not in doc["models"]  # the 'no lr change' rule is for Adam
     assert doc["measured_noise_scale"] is None and doc["steps_to_target"] is None
 
 

@@ -1,0 +1,120 @@
+"""The verdict as an equivalence decision on alpha, from `analysis.inference.Inference`.
+
+With margin delta (default 0.2), alpha's calibrated 95% interval decides:
+
+- `neither` first, when the saturating rule is clearly better than every power law (AICc lower
+  by at least CLEAR_AICC) and its knee B_noise lies inside the measured range, or when the
+  curved rule (a best lr that rises and then falls) is clearly better than every monotone one
+  with its peak inside the range;
+- `linear` when the interval lies inside [1 - delta, 1 + delta] and the linear rule is not
+  clearly worse than the best rule; `sqrt` likewise inside [0.5 - delta, 0.5 + delta];
+- `neither` when the interval misses both margins (e.g. alpha = 0.75 measured to +-0.04 with
+  delta = 0.2, or alpha near 0: no lr change);
+- `inconclusive` otherwise, with the verdicts still possible and how much narrower the
+  interval must get to decide.
+
+"The interval contains 1" is not evidence for the linear rule; only an interval inside the
+margin is. Numbers only: `analysis.verdict` writes the words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from analysis.inference import MIN_POINTS, Inference
+
+MARGIN = 0.2
+MAX_MARGIN = 0.25  # beyond it the two margins overlap and an interval could lie in both
+CLEAR_AICC = 10.0  # "clearly better / worse" (Burnham & Anderson: essentially no support)
+RULE_ALPHA = {"linear": 1.0, "sqrt": 0.5}
+MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str  # linear | sqrt | neither | inconclusive
+    reason: str  # too_few | saturating | curved | inside_linear | inside_sqrt | outside |
+    # linear_worse | sqrt_worse | overlaps
+    margin: float
+    candidates: tuple[str, ...] = ()  # verdicts the interval still allows (inconclusive)
+    half_width: float | None = None  # alpha interval half-width now
+    needed_half_width: float | None = None  # half-width that would decide it
+    trials_factor: float | None = None  # about this many times the trials at these batch sizes
+    range_factor: float | None = None  # or a batch range this many times wider (log scale)
+
+
+def regions(margin: float) -> dict[str, tuple[float, float]]:
+    return {r: (a - margin, a + margin) for r, a in RULE_ALPHA.items()}
+
+
+def _clearly_better(inf: Inference, name: str, others: tuple[str, ...]) -> bool:
+    r = inf.rules.get(name)
+    rivals = [inf.rules[o].aicc for o in others if o in inf.rules and o != name]
+    return r is not None and bool(rivals) and r.aicc + CLEAR_AICC <= min(rivals)
+
+
+def _inside(b: float | None, inf: Inference) -> bool:
+    rng = inf.batch_range
+    return b is not None and rng is not None and rng[0] <= b <= rng[1]
+
+
+def decide(inf: Inference, margin: float = MARGIN) -> Decision:
+    """Apply the rules of the module docstring."""
+    if inf.alpha is None or inf.n_points < MIN_POINTS:
+        return Decision("inconclusive", "too_few", margin)
+    if _clearly_better(inf, "saturating", ("linear", "sqrt", "constant", "power")) and _inside(
+        inf.b_noise, inf
+    ):
+        return Decision("neither", "saturating", margin)
+    if _clearly_better(inf, "curved", MONOTONE) and _inside(inf.peak_b, inf):
+        return Decision("neither", "curved", margin)
+    lo, hi = inf.alpha_ci
+    lo = -math.inf if lo is None else lo
+    hi = math.inf if hi is None else hi
+    half = (hi - lo) / 2
+    reg = regions(margin)
+    best = min(r.aicc for r in inf.rules.values())
+    for rule, (a, b) in reg.items():
+        if a <= lo and hi <= b:
+            if inf.rules[rule].aicc - best > CLEAR_AICC:
+                return _undecided(inf, margin, f"{rule}_worse", (rule, "neither"), half)
+            return Decision(rule, f"inside_{rule}", margin, half_width=half)
+    if all(hi < a or lo > b for a, b in reg.values()):
+        return Decision("neither", "outside", margin, half_width=half)
+    cands = tuple(r for r, (a, b) in reg.items() if hi >= a and lo <= b)
+    if _leaves_margins(lo, hi, reg):
+        cands += ("neither",)
+    return _undecided(inf, margin, "overlaps", cands, half)
+
+
+def _leaves_margins(lo: float, hi: float, reg: dict[str, tuple[float, float]]) -> bool:
+    """Does [lo, hi] hold a value outside every margin?"""
+    spans = sorted(reg.values())
+    if lo < spans[0][0] or hi > spans[-1][1]:
+        return True
+    return any(lo < b2 and hi > b1 for (_, b1), (b2, _) in zip(spans, spans[1:], strict=False)
+               if b1 < b2)
+
+
+def _undecided(inf: Inference, margin: float, reason: str, cands: tuple[str, ...],
+               half: float) -> Decision:
+    """What would decide it: the half-width at which alpha's interval fits in the region
+    holding the estimate (interval width shrinks about as 1/sqrt(trials) and as 1/(log-range
+    of batch sizes))."""
+    alpha = float(inf.alpha)
+    need = _room(alpha, margin)
+    if reason.endswith("_worse"):
+        need = None  # the interval is inside a margin already; the exact rule is rejected
+    factor = rng_factor = None
+    if need is not None and need > 0 and math.isfinite(half):
+        factor = (half / need) ** 2
+        rng_factor = half / need
+    return Decision("inconclusive", reason, margin, cands, half, need, factor, rng_factor)
+
+
+def _room(alpha: float, margin: float) -> float:
+    """Distance from alpha to the nearest boundary of the region (a margin, or the space
+    outside both) that holds it."""
+    bounds = sorted(v for a in RULE_ALPHA.values() for v in (a - margin, a + margin))
+    return min(abs(alpha - v) for v in bounds)

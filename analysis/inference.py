@@ -1,0 +1,460 @@
+"""Everything the verdict needs, from one likelihood model of all trials (`analysis.basin`).
+
+`infer(trials, metric)` fits the basin model to every finished trial and returns `Inference`:
+
+- the best lr of every batch size (mu_B of the free model) with its profile-likelihood
+  interval, calibrated on the sweep's own design; `at_edge` when the data bound it on one side
+  only (the best tried lr is the smallest or largest finite one, or the interval is open);
+- the rules for mu(B), fitted to the trials of the batch sizes whose optimum is bracketed:
+  `power` (free alpha), `linear` (alpha = 1), `sqrt` (0.5), `constant` (0), `saturating`
+  lr_max / (1 + B_noise / B) and `curved` (log-quadratic: a best lr that rises then falls),
+  compared by AICc on the trials' likelihood;
+- alpha with its profile-likelihood interval, widened when simulation on the design shows
+  under-coverage (`analysis.profile.calibrate_*`), and B_noise with its interval;
+- the joint test of warmup (`analysis.warmup_test`).
+
+Numbers only: `analysis.decision` turns them into a verdict, `analysis.verdict` into words.
+
+    >>> inf = infer(results.trials, "val_loss", replicates=200)
+    >>> inf.alpha, inf.alpha_ci, inf.table
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis import basin
+from analysis.basin import FREE, SATURATING, Design, Fit, Likelihood, MuModel, fit_model
+from analysis.load import NOT_REACHED_METRICS
+from analysis.profile import (
+    CHI2_1_95,
+    Calibration,
+    calibration_from,
+    lr_statistics,
+    profile_interval,
+)
+
+MIN_POINTS = 3  # batch sizes with a located optimum needed to fit and compare rules
+RULES = ("linear", "sqrt", "constant", "power", "saturating", "curved")
+FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
+MU_LIMIT_DECADES = 1.0  # a per-batch interval open this far beyond the tried lrs is unbounded
+
+TABLE_COLUMNS = [
+    "batch_size", "lr", "lr_ci_lo", "lr_ci_hi", "at_edge", "edge_side", "in_fit",
+    "n_trials", "n_diverged", "n_not_reached", "n_feasible", "n_lrs", "metric_best",
+    "lr_best_tried", "metric_best_tried", "lr_div", "lr_feasible_max", "floor",
+    "curv_left", "curv_right", "noise_sd", "fit", "mu_model",
+]
+
+
+@dataclass(frozen=True)
+class RuleFit:
+    """One rule for mu(B), fitted by maximum likelihood."""
+
+    name: str
+    loglik: float
+    k: int  # parameters of the whole model (rule, floors, shape, noise, warmup)
+    aicc: float
+    mu_params: tuple[float, ...]  # the rule's own parameters (see basin.MuModel)
+    converged: bool
+
+
+@dataclass(frozen=True)
+class Inference:
+    """The fitted model's answers, all in log10 lr unless a name says otherwise."""
+
+    metric: str
+    maximize: bool
+    log_scale: bool  # the model was fitted to log10 of the metric (steps to target)
+    table: pd.DataFrame  # one row per batch size (TABLE_COLUMNS)
+    n_model_trials: int  # finished trials the model saw (bracketed batch sizes)
+    cut: float | None  # censoring level above each batch size's best value
+    ref_log_b: float | None  # log10 B_ref of the power laws
+    rules: dict[str, RuleFit] = field(default_factory=dict)
+    alpha: float | None = None
+    alpha_ci: tuple[float | None, float | None] = (None, None)  # calibrated 95%
+    alpha_ci_chi2: tuple[float | None, float | None] = (None, None)  # uncalibrated
+    alpha_cal: Calibration | None = None
+    mu_cal: Calibration | None = None  # per-batch intervals' calibration
+    lr_max: float | None = None
+    b_noise: float | None = None
+    b_noise_ci: tuple[float | None, float | None] = (None, None)
+    peak_b: float | None = None  # `curved`: the batch size where the best lr peaks
+    warmup: object | None = None  # analysis.warmup_test.WarmupTest
+    basin_width: float | None = None  # decades from the optimum where the metric rises
+    # by one noise sd (median batch size): how flat the basin is
+
+    @property
+    def n_points(self) -> int:
+        return int(self.table["in_fit"].sum()) if len(self.table) else 0
+
+    @property
+    def batch_range(self) -> tuple[int, int] | None:
+        fit = self.table[self.table["in_fit"]]
+        if fit.empty:
+            return None
+        return int(fit["batch_size"].min()), int(fit["batch_size"].max())
+
+    @property
+    def min_batch(self) -> int | None:
+        return int(self.table["batch_size"].min()) if len(self.table) else None
+
+    def aicc_delta(self) -> dict[str, float]:
+        """AICc of every rule minus the best one."""
+        if not self.rules:
+            return {}
+        best = min(r.aicc for r in self.rules.values())
+        return {m: r.aicc - best for m, r in self.rules.items()}
+
+    @property
+    def best_model(self) -> str | None:
+        d = self.aicc_delta()
+        return min(d, key=d.__getitem__) if d else None
+
+    def rule_mu(self, name: str, batch: float | np.ndarray) -> np.ndarray | float | None:
+        """log10 of the best lr that a fitted rule predicts at batch size(s) `batch`."""
+        r = self.rules.get(name)
+        if r is None or self.ref_log_b is None:
+            return None
+        lb = np.log10(np.asarray(batch, dtype=float))
+        p = np.asarray(r.mu_params)
+        return _mu_model(name, self.ref_log_b).mu(p, lb)
+
+    def curve(self, row: pd.Series, lrs: np.ndarray) -> np.ndarray:
+        """The fitted basin of one batch size (a row of `table`) at lrs, in metric units, at
+        the reference warmup; nan outside the modelled bottom of the basin (the cut)."""
+        lrs = np.asarray(lrs, dtype=float)
+        if row.get("mu_model") is None or pd.isna(row.get("mu_model")) or self.cut is None:
+            return np.full(lrs.shape, np.nan)
+        d = np.log10(lrs) - float(row["mu_model"])
+        c = np.where(d < 0, float(row["curv_left"]), float(row["curv_right"]))
+        rise = np.where(c * d * d <= self.cut, c * d * d, np.nan)
+        floor = float(row["floor"])
+        if self.log_scale:
+            return 10 ** (math.log10(floor) + rise)
+        return floor - rise if self.maximize else floor + rise
+
+    def lr_at(self, name: str, batch: float) -> float | None:
+        mu = self.rule_mu(name, batch)
+        return None if mu is None else float(10 ** float(mu))
+
+
+def _mu_model(name: str, ref: float) -> MuModel:
+    if name in FIXED_ALPHA:
+        return basin.fixed(FIXED_ALPHA[name], ref)
+    if name == "power":
+        return basin.power(ref)
+    if name == "curved":
+        return MuModel("curved", ref=ref)
+    return SATURATING
+
+
+# ----------------------------------------------------------------------------- design
+
+
+def oriented(trials: pd.DataFrame, metric: str, maximize: bool) -> tuple[pd.DataFrame, bool]:
+    """Finished trials with column `_y` (lower is better, nan = worse than anything finite)
+    and `_worse` (diverged, or never reached the target); steps are modelled in log10."""
+    fin = trials[trials["status"].isin(("done", "diverged"))].copy()
+    v = pd.to_numeric(fin[metric], errors="coerce").to_numpy(dtype=float)
+    log_scale = metric in NOT_REACHED_METRICS
+    if log_scale:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(v > 0, np.log10(v), np.nan)
+        worse = ~np.isfinite(v)  # a trial that reached the target before diverging counts
+    else:
+        worse = (fin["status"].to_numpy() == "diverged") | ~np.isfinite(v)
+    fin["_y"] = np.where(worse, np.nan, -v if maximize else v)
+    fin["_worse"] = worse
+    return fin, log_scale
+
+
+def _design(fin: pd.DataFrame) -> Design:
+    batch = fin["batch_size"].to_numpy(dtype=int)
+    batches, bi = np.unique(batch, return_inverse=True)
+    warm = np.round(fin["warmup_epochs"].to_numpy(dtype=float), 6)
+    warmups, wi = np.unique(warm, return_inverse=True)
+    return Design(
+        batches=batches,
+        warmups=warmups,
+        bi=bi.ravel(),
+        wi=wi.ravel(),
+        x=np.log10(fin["lr"].to_numpy(dtype=float)),
+        y=fin["_y"].to_numpy(dtype=float),
+        diverged=fin["_worse"].to_numpy(dtype=bool),
+        trial=fin["trial"].to_numpy() if "trial" in fin.columns else np.array([]),
+    )
+
+
+def _counts(group: pd.DataFrame, metric: str) -> dict:
+    finite = np.isfinite(group["_y"].to_numpy())
+    diverged = int((group["status"] == "diverged").sum())
+    feas = group[finite]
+    return {
+        "batch_size": int(group["batch_size"].iloc[0]),
+        "n_trials": len(group),
+        "n_diverged": diverged,
+        "n_not_reached": int((~finite).sum()) - diverged if metric in NOT_REACHED_METRICS
+        else 0,
+        "n_feasible": int(finite.sum()),
+        "n_lrs": int(np.unique(np.round(np.log10(feas["lr"].to_numpy(dtype=float)), 6)).size),
+        "lr_feasible_max": float(feas["lr"].max()) if len(feas) else None,
+    }
+
+
+def _bracket(group: pd.DataFrame) -> tuple[bool, str | None, float | None, float | None]:
+    """(bracketed, edge side, best tried lr, its value): is the best finite trial flanked by
+    worse trials (finite, or diverged / never reached) on both sides in lr?"""
+    y = group["_y"].to_numpy(dtype=float)
+    x = np.log10(group["lr"].to_numpy(dtype=float))
+    finite = np.isfinite(y)
+    if not finite.any():
+        return False, "high", None, None
+    j = int(np.nanargmin(np.where(finite, y, np.inf)))
+    below = (x < x[j] - 1e-9).any()
+    above = (x > x[j] + 1e-9).any()
+    side = None if below and above else ("low" if not below and above else "high")
+    if not below and not above:
+        side = "both"
+    return side is None, side, float(10 ** x[j]), float(y[j])
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def infer(
+    trials: pd.DataFrame,
+    metric: str = "val_loss",
+    maximize: bool = False,
+    replicates: int = 200,
+    seed: int = 0,
+    constant: bool = True,
+    warmup: bool = True,
+) -> Inference:
+    """Fit the basin model and the rules (see the module docstring)."""
+    fin, log_scale = oriented(trials, metric, maximize)
+    rows, brackets = [], {}
+    for b, group in fin.groupby("batch_size", sort=True):
+        rows.append(_counts(group, metric))
+        brackets[int(b)] = _bracket(group)
+    table = pd.DataFrame.from_records(rows, columns=TABLE_COLUMNS) if rows else pd.DataFrame(
+        columns=TABLE_COLUMNS)
+    if table.empty:
+        return Inference(metric, maximize, log_scale, table, 0, None, None)
+    sign = -1.0 if maximize else 1.0
+    table["in_fit"] = [brackets[int(b)][0] for b in table["batch_size"]]
+    table["edge_side"] = [brackets[int(b)][1] for b in table["batch_size"]]
+    table["lr_best_tried"] = [brackets[int(b)][2] for b in table["batch_size"]]
+    table["metric_best_tried"] = [_unorient(brackets[int(b)][3], sign, log_scale)
+                                  for b in table["batch_size"]]
+    table["lr_div"] = [_div_edge(fin[fin["batch_size"] == b], brackets[int(b)][2])
+                       for b in table["batch_size"]]
+    has_finite = fin.groupby("batch_size")["_y"].transform(lambda s: np.isfinite(s).any())
+    model_fin = fin[has_finite.astype(bool)]
+    rng = np.random.default_rng(seed)
+    if model_fin.empty or np.isfinite(model_fin["_y"]).sum() < 3:
+        return _edges_only(table, metric, maximize, log_scale)
+    design = _design(model_fin)
+    cut, free = basin.fit_cut(design)
+    table = _per_batch(table, design, free, cut, sign, log_scale, rng, replicates)
+    in_fit_b = set(table.loc[table["in_fit"], "batch_size"].astype(int))
+    keep = np.isin(design.batches[design.bi], list(in_fit_b))
+    out = dict(metric=metric, maximize=maximize, log_scale=log_scale, table=table, cut=cut)
+    if len(in_fit_b) < MIN_POINTS:
+        return Inference(**out, n_model_trials=int(keep.sum()), ref_log_b=None,
+                         basin_width=_width(free))
+    sub = design.subset(keep)
+    sub_cut, sub_free = cut, basin.fit_model(sub, FREE, cut)
+    ref = float(sub.log_b.mean())
+    rules = _fit_rules(sub, sub_cut, sub_free, ref, constant)
+    power_fit = rules.pop("_power_fit")
+    sat_fit = rules.pop("_saturating_fit")
+    alpha, ci_chi2, ci, cal = _alpha(sub, sub_cut, power_fit, ref, rng, replicates)
+    b_noise, b_ci, lr_max = _b_noise(sub, sub_cut, sat_fit)
+    peak = None
+    if "curved" in rules:
+        a, b1, c2 = rules["curved"].mu_params
+        if c2 < 0 and abs(b1 / (2 * c2)) < 6:
+            peak = float(10 ** (ref - b1 / (2 * c2)))
+    wt = None
+    if warmup and sub.nw > 1:
+        from analysis.warmup_test import warmup_test
+
+        wt = warmup_test(sub, sub_cut, sub_free)
+    return Inference(
+        **out,
+        n_model_trials=sub.n,
+        ref_log_b=ref,
+        rules={k: v for k, v in rules.items() if k in RULES},
+        alpha=alpha,
+        alpha_ci=ci,
+        alpha_ci_chi2=ci_chi2,
+        alpha_cal=cal,
+        mu_cal=table.attrs.get("mu_cal"),
+        lr_max=lr_max,
+        b_noise=b_noise,
+        b_noise_ci=b_ci,
+        peak_b=peak,
+        warmup=wt,
+        basin_width=_width(free),
+    )
+
+
+def _unorient(v: float | None, sign: float, log_scale: bool) -> float | None:
+    if v is None or not math.isfinite(v):
+        return None
+    v = sign * v
+    return float(10**v) if log_scale else float(v)
+
+
+def _div_edge(group: pd.DataFrame, lr_best: float | None) -> float | None:
+    """Smallest lr above the best one at which a trial diverged (None: none did)."""
+    div = group[group["status"] == "diverged"]
+    above = div.loc[div["lr"] > (lr_best or 0.0), "lr"]
+    return float(above.min()) if len(above) else None
+
+
+def _edges_only(table: pd.DataFrame, metric: str, maximize: bool, log_scale: bool) -> Inference:
+    """No model could be fitted (too few finite trials): best tried lrs as bounds."""
+    table = table.copy()
+    table["lr"] = table["lr_best_tried"]
+    table["at_edge"] = True
+    table["in_fit"] = False
+    table["fit"] = np.where(table["lr"].isna(), "none", "argmin")
+    return Inference(metric, maximize, log_scale, table, 0, None, None)
+
+
+def _width(fit: Fit) -> float:
+    """Decades from the optimum at which the basin rises by one noise sd (flatter side)."""
+    a, _, r, s0, _ = fit.globals
+    c = math.exp(a + min(r, 0.0))
+    return math.sqrt(math.exp(s0) / c)
+
+
+def _per_batch(
+    table: pd.DataFrame,
+    design: Design,
+    free: Fit,
+    cut: float,
+    sign: float,
+    log_scale: bool,
+    rng: np.random.Generator,
+    replicates: int,
+) -> pd.DataFrame:
+    """mu_B with calibrated profile intervals, floors, shapes; the edge flags."""
+    lik = Likelihood(design, FREE, cut)
+    u = lik.unpack(free.params)
+    nb = design.nb
+    mu_cal = None
+    if replicates > 0:
+        stats, failed = lr_statistics(design, FREE, cut, free.params, list(range(nb)),
+                                      max(replicates // 4, 20), rng)
+        mu_cal = calibration_from(stats, failed)
+    thr = mu_cal.threshold if mu_cal else CHI2_1_95
+    table = table.copy()
+    table.attrs["mu_cal"] = mu_cal
+    pos = {int(b): i for i, b in enumerate(design.batches)}
+    for col in ("lr", "lr_ci_lo", "lr_ci_hi", "floor", "curv_left", "curv_right",
+                "noise_sd", "metric_best", "mu_model"):
+        table[col] = None
+    table["fit"] = "none"
+    at_edge = []
+    for i, row in table.iterrows():
+        b = int(row["batch_size"])
+        if b not in pos:  # no finite trial at all
+            at_edge.append(True)
+            continue
+        j = pos[b]
+        xs = design.x[design.bi == j]
+        limit = max(float(xs.max()) - free.params[j], free.params[j] - float(xs.min()))
+        lo, hi = profile_interval(lik, free.params, free.loglik, j, threshold=thr,
+                                  limit=limit + MU_LIMIT_DECADES)
+        mu = float(free.params[j])
+        bracketed = bool(row["in_fit"])
+        table.at[i, "floor"] = _unorient(float(u["f_b"][j]), sign, log_scale)
+        table.at[i, "metric_best"] = table.at[i, "floor"]
+        table.at[i, "curv_left"] = float(math.exp(u["log_cl_b"][j]))
+        table.at[i, "curv_right"] = float(math.exp(u["log_cr_b"][j]))
+        table.at[i, "noise_sd"] = float(math.exp(u["log_s_b"][j]))
+        table.at[i, "mu_model"] = mu
+        if bracketed:
+            table.at[i, "lr"] = 10**mu
+            table.at[i, "lr_ci_lo"] = None if lo is None else 10**lo
+            table.at[i, "lr_ci_hi"] = None if hi is None else 10**hi
+            table.at[i, "fit"] = "model"
+            at_edge.append(lo is None or hi is None)
+            if lo is None or hi is None:
+                table.at[i, "edge_side"] = "low" if lo is None else "high"
+        else:
+            # only bounded on one side: the best tried lr is the bound, never a point
+            best = row["lr_best_tried"]
+            table.at[i, "lr"] = best
+            side = row["edge_side"]
+            table.at[i, "lr_ci_lo"] = best if side == "high" else None
+            table.at[i, "lr_ci_hi"] = best if side == "low" else None
+            table.at[i, "fit"] = "argmin"
+            at_edge.append(True)
+    table["at_edge"] = at_edge
+    return table
+
+
+def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -> dict:
+    rules: dict = {}
+    fits: dict[str, Fit] = {}
+    names = ["power", "linear", "sqrt", "saturating", "curved"] + (
+        ["constant"] if constant else [])
+    for name in names:
+        model = _mu_model(name, ref)
+        f = fit_model(sub, model, cut, start=free.params)
+        if name == "saturating":
+            # two starts: a knee inside the range and one far above it (nearly linear)
+            lb = sub.log_b
+            alt = basin.convert(free.params, sub, model)
+            alt[0], alt[1] = float(np.max(free.params[: sub.nb])) + 3.0, float(lb.max()) + 3.0
+            g = fit_model(sub, model, cut, start=alt)
+            f = g if g.loglik > f.loglik else f
+        if name == "curved" and len(sub.batches) < 4:
+            continue
+        fits[name] = f
+        rules[name] = RuleFit(name, f.loglik, f.n_params, f.aicc,
+                              tuple(float(v) for v in f.params[: f.layout.k_mu]), f.converged)
+    rules["_power_fit"] = fits["power"]
+    rules["_saturating_fit"] = fits["saturating"]
+    return rules
+
+
+def _alpha(sub: Design, cut: float, power_fit: Fit, ref: float, rng: np.random.Generator,
+           replicates: int):
+    model = basin.power(ref)
+    lik = Likelihood(sub, model, cut)
+    alpha = float(power_fit.params[1])
+    ci_chi2 = profile_interval(lik, power_fit.params, power_fit.loglik, 1, limit=4.0)
+    cal = None
+    ci = ci_chi2
+    if replicates > 0:
+        stats, failed = lr_statistics(sub, model, cut, power_fit.params, [1], replicates, rng)
+        cal = calibration_from(stats, failed)
+        if cal.widened:
+            ci = profile_interval(lik, power_fit.params, power_fit.loglik, 1,
+                                  threshold=cal.threshold, limit=4.0)
+    return alpha, ci_chi2, ci, cal
+
+
+def _b_noise(sub: Design, cut: float, sat: Fit):
+    """B_noise of the saturating rule with its profile interval, and lr_max; None where the
+    fit runs off the bounds (no knee: linear, or flat, over the whole range)."""
+    lik = Likelihood(sub, SATURATING, cut)
+    lo_b, hi_b = lik.bounds()[1]
+    v = float(sat.params[1])
+    at_bound = v <= lo_b + 1e-3 or v >= hi_b - 1e-3
+    lo, hi = profile_interval(lik, sat.params, sat.loglik, 1, step=0.1,
+                              limit=max(v - lo_b, hi_b - v))
+    lo = None if lo is None or lo <= lo_b + 1e-3 else lo
+    hi = None if hi is None or hi >= hi_b - 1e-3 else hi
+    b_noise = None if at_bound else float(10**v)
+    lr_max = None if v >= hi_b - 1e-3 else float(10 ** sat.params[0])
+    return b_noise, (None if lo is None else 10**lo, None if hi is None else 10**hi), lr_max
