@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,8 @@ class Recipe:
     """How every trial of a sweep trains: the keys its trials share (and the sweep config's)."""
 
     epochs: int = 5  # budget in epochs (examples), identical for every batch size
-    dataset: str = "mnist5k"  # a name in trainables.data.DATASETS
-    model: str = "cnn1"  # one of MODELS
+    dataset: str = "mnist5k"  # a name in trainables.data.DATASETS, or "pkg.module:function"
+    model: str = "cnn1"  # one of MODELS, or "pkg.module:function" (trainables.user_code)
     optimizer: str = "sgd"  # one of OPTIMIZERS
     momentum: float = 0.0  # momentum/nesterov's m and Adam's beta1 (0: DEFAULT_MOMENTUM)
     weight_decay: float = 0.0
@@ -55,6 +55,8 @@ class Recipe:
     n_train: int = 0  # train on the first n training examples (0 = all)
     cuda_graph: bool = True  # on a GPU, replay small-batch steps as a CUDA graph
     measure_noise_scale: bool = False  # report the gradient noise scale per epoch
+    trainable: str = ""  # "pkg.module:function": the user's own training function ("" = ours)
+    params: dict[str, Any] = field(default_factory=dict)  # the user's own fixed hyperparameters
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,7 @@ class TrainConfig(Recipe):
     target_metric: str = ""  # steps-to-target: "" = off, else one of TARGET_METRICS ...
     target_value: float = 0.0  # ... and the value it must reach
     code_version: str = ""  # the code that ran (provenance; sweep.space.code_version)
+    metric: str = "val_loss"  # the sweep's metric: every epoch must report it
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,21 @@ Data sets (images as float32 tensors N x C x H x W, normalised; labels int64):
 - `quadratic`: linear regression with Gaussian inputs of planted curvatures, whose best lr per
   batch size is known in closed form (`trainables.quadratic`), for tests of the search.
 
-`load_dataset` caches per (name, data dir, device) in the process, so a reused Ray actor keeps
-its data between trials. The loaders import torch when they run, not when this module is
-imported: the sweep checks names and batch sizes against `DATASETS` without torch.
+A data set may also be the user's own function, named by import path (`dataset:
+"pkg.module:load"`): it is called with the keywords it names among `data_dir` and the sweep's
+`params`, and returns what `trainables.tensor_data.as_tensor_data` accepts.
+
+`load_dataset` caches per (name, data dir, device, params) in the process, so a reused Ray
+actor keeps its data between trials. The loaders import torch when they run, not when this
+module is imported: the sweep checks names and batch sizes against `DATASETS` without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock
 
+from trainables import user_code
 from trainables.contract import DEFAULT_DATA_DIR
 
 if TYPE_CHECKING:
@@ -152,16 +158,41 @@ def get_spec(name: str) -> DataSpec:
     return DATASETS[name]
 
 
+def load_dataset(
+    name: str, data_dir: str, device: str = "cpu", params: Mapping[str, Any] | None = None
+) -> TensorData:
+    """Load once per process and keep on `device` (a reused Ray actor hits this cache).
+    `name`: a registered data set, or the import path of the user's function."""
+    return _load_cached(name, data_dir, device, json.dumps(params or {}, sort_keys=True))
+
+
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, data_dir: str, device: str = "cpu") -> TensorData:
-    """Load once per process and keep on `device` (a reused Ray actor hits this cache)."""
+def _load_cached(name: str, data_dir: str, device: str, params_json: str) -> TensorData:
     import torch
 
-    return get_spec(name).read(Path(data_dir)).to(torch.device(device))
+    if user_code.is_import_path(name):
+        data = load_user_dataset(name, data_dir, json.loads(params_json))
+    else:
+        data = get_spec(name).read(Path(data_dir))
+    return data.to(torch.device(device))
+
+
+def load_user_dataset(path: str, data_dir: str, params: Mapping[str, Any]) -> TensorData:
+    """Call the user's data set function and check what it returns (BadData says why not)."""
+    from trainables.tensor_data import BadData, as_tensor_data
+
+    fn = user_code.resolve("dataset", path)
+    value = user_code.call(fn, offered={"data_dir": data_dir, **params})
+    try:
+        return as_tensor_data(value)
+    except BadData as err:
+        raise BadData(f"dataset '{path}' {err}") from None
 
 
 def check_available(name: str, data_dir: str) -> None:
     """Raise DataUnavailable (with the fix) when the data set would need a download."""
+    if user_code.is_import_path(name):
+        return  # the user's own loader: sweep.preflight calls it
     spec = get_spec(name)
     if spec.torchvision:
         spec.read(Path(data_dir))

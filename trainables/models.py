@@ -3,14 +3,22 @@
 `cnn1` is the article's CNN (one conv layer, dropout, one fully connected layer);
 `resnet8` a small ResNet for CIFAR-10; `linear` a bias-free linear model for the regression
 data sets whose best learning rate is known in closed form (tests).
+
+A model may also be the user's own builder, named by import path (`model: "pkg.nets:build"`):
+any callable `(in_shape, num_outputs) -> nn.Module`, which also gets the keywords it names
+among the sweep's `params` (e.g. `def build(in_shape, num_outputs, hidden=64)`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
+
+from trainables import user_code
 
 
 def cnn1(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -75,7 +83,27 @@ MODELS: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
 }
 
 
-def get_model(name: str) -> Callable[[tuple[int, int, int], int], nn.Module]:
+def get_model(
+    name: str, params: Mapping[str, Any] | None = None
+) -> Callable[[tuple[int, ...], int], nn.Module]:
+    """The builder of a registered model, or of the user's (`params` bound to its keywords)."""
+    if user_code.is_import_path(name):
+        fn = user_code.resolve("model", name)
+        return functools.partial(_build_user_model, name, fn, dict(params or {}))
     if name not in MODELS:
         raise ValueError(f"unknown model '{name}'; choose from {', '.join(MODELS)}")
     return MODELS[name]
+
+
+def _build_user_model(
+    path: str, fn: Callable[..., Any], params: dict[str, Any], in_shape: tuple, num_outputs: int
+) -> nn.Module:
+    model = user_code.call(fn, tuple(in_shape), num_outputs, offered=params)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model '{path}' returned {type(model).__name__}, not a torch.nn.Module; return "
+            "the network, e.g. nn.Sequential(...)"
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise TypeError(f"model '{path}' returned a module without trainable parameters")
+    return model

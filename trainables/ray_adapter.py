@@ -1,8 +1,11 @@
-"""The only place Ray touches training: a Tune function trainable around `train()`.
+"""The only place Ray touches training: a Tune function trainable around `train()` (the
+project's loop) or, when the trial names one (`trainable`), the user's own training function
+(`trainables.own_loop.run_own`).
 
 Per epoch it reports the contract's metrics (`trainables.contract.EpochMetrics`, plus
 `node_id` and `hostname` for provenance) with a checkpoint, so a restored or retried trial
-continues from its last finished epoch. The data set is cached per worker process
+continues from its last finished epoch (a user's function that yields no state has no
+checkpoint: a retry starts it again). The data set is cached per worker process
 (`load_dataset`), so a reused actor keeps it between trials; torch gets exactly the CPU
 threads Ray assigned to the trial.
 
@@ -28,6 +31,7 @@ from ray import tune
 
 from trainables.contract import config_from_dict
 from trainables.data import load_dataset
+from trainables.own_loop import run_own
 from trainables.train import train
 
 STATE_FILE = "state.pt"
@@ -55,21 +59,31 @@ def tune_trainable(config: dict[str, Any]) -> None:
     cfg = config_from_dict(config)
     device, threads = _device_and_threads()
     torch.set_num_threads(threads)
-    data = load_dataset(cfg.dataset, cfg.data_dir, device)
     resume = _load_resume_state()
     provenance = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "hostname": socket.gethostname(),
     }
     _maybe_inject_fault(None, resume is not None)
+
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is None:
+            tune.report({**metrics, **provenance})
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(state, Path(folder) / STATE_FILE)
+                tune.report(
+                    {**metrics, **provenance},
+                    checkpoint=tune.Checkpoint.from_directory(folder),
+                )
+        _maybe_inject_fault(metrics["epoch"], resume is not None)
+
+    if cfg.trainable:
+        run_own(cfg, device, resume, report)
+        return
+    data = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.params)
     for epoch in train(cfg, data, resume):
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(epoch.state, Path(folder) / STATE_FILE)
-            tune.report(
-                {**asdict(epoch.metrics), **provenance},
-                checkpoint=tune.Checkpoint.from_directory(folder),
-            )
-        _maybe_inject_fault(epoch.metrics.epoch, resume is not None)
+        report(asdict(epoch.metrics), epoch.state)
 
 
 def _maybe_inject_fault(epoch: int | None, resumed: bool) -> None:

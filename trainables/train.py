@@ -41,7 +41,7 @@ from trainables.contract import (
     reached,
 )
 from trainables.data import load_dataset
-from trainables.models import get_model
+from trainables.models import MODELS, get_model
 from trainables.noise_scale import NoiseScaleMeter
 from trainables.schedule import lr_at, warmup_steps_for
 from trainables.tensor_data import TensorData
@@ -187,9 +187,10 @@ def train(
     warmup_steps = warmup_steps_for(cfg.warmup_epochs, steps_per_epoch)
 
     torch.manual_seed(cfg.seed)  # init and dropout
-    model = get_model(cfg.model)(data.in_shape, data.num_outputs).to(device)
+    model = get_model(cfg.model, cfg.params)(data.in_shape, data.num_outputs).to(device)
     x_all, y_all = data.x_train[:n_train], data.y_train[:n_train]
-    if fast_step.prefer_channels_last(device, x_all):
+    # the user's own model may reshape with .view, which NHWC activations would break
+    if cfg.model in MODELS and fast_step.prefer_channels_last(device, x_all):
         model = fast_step.to_channels_last(model)
     graphed = fast_step.use_cuda_graph(
         cfg.cuda_graph and not cfg.measure_noise_scale, device, cfg.batch_size, total_steps
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = config_from_dict({"batch_size": 8, "lr": 0.001, **overrides})
     torch.set_num_threads(1)
-    data = load_dataset(cfg.dataset, cfg.data_dir)
+    data = load_dataset(cfg.dataset, cfg.data_dir, params=cfg.params)
     for ep in train(cfg, data):
         print(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(ep.metrics).items()}
