@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sweep.cluster import use_token_if_available
 from sweep.config import ConfigError, SweepConfig, load_config, with_overrides
+from sweep.failures import AllTrialsFailed
 from sweep.storage import Options, check_storage_arg
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -71,13 +72,11 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
 
 
 def preflight(cfg: SweepConfig) -> None:
-    """Checks that need no Ray: the data set is on disk (or bundled)."""
-    from trainables.data import DataUnavailable, check_available
+    """Checks before Ray starts: the data set is on disk (or bundled), and the user's own
+    model, data set or training function imports and works (sweep.preflight)."""
+    from sweep.preflight import check
 
-    try:
-        check_available(cfg.dataset, cfg.resolved_data_dir)
-    except DataUnavailable as err:
-        raise ConfigError(str(err)) from None
+    check(cfg)
 
 
 def write_report(exp_dir: Path, metric: str) -> int:
@@ -123,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except AllTrialsFailed as failed:
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
     except SweepInterrupted as stop:
         print(str(stop), file=sys.stderr)
         return 130

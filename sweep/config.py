@@ -1,12 +1,15 @@
 """The sweep's typed, validated configuration: YAML file + `--set` overrides -> SweepConfig.
 
 Every problem is a `ConfigError` whose message names the key or value and the fix; the CLI
-prints it as one line and exits with code 2 before anything starts.
+prints it as one line and exits with code 2 before anything starts. This module imports
+nothing of the user's: `model`, `dataset` and `trainable` import paths are checked here only
+for their form; `sweep.preflight` imports and calls them.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
@@ -19,12 +22,15 @@ from trainables.contract import (
     DEFAULT_DATA_DIR,
     MODELS,
     OPTIMIZERS,
+    PARAM_KEYS,
     TARGET_METRICS,
+    TRIAL_KEYS,
     Recipe,
     maximize,
 )
 from trainables.data import DATASETS
 from trainables.schedule import SCHEDULES
+from trainables.user_code import ImportPathError, check_syntax, is_import_path
 
 SAMPLERS = ("tpe", "gp", "qmc")  # sweep.studies.make_sampler
 METRICS = ("val_loss", "val_acc")  # what the Optuna studies and the confirmation rank by
@@ -121,6 +127,8 @@ def _suggest(key: str, valid: list[str], prefix: str = "") -> str:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check `value` against the field's type hint; ints widen to floats, nothing else."""
+    if hint is Any:  # the user's own values (`params`): checked by _validate_params
+        return value
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -147,7 +155,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return {
-            _coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()
+            _coerce(k, key_t, f"{where} key"): _coerce(v, val_t, f"{where}.{k}")
+            for k, v in value.items()
         }
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -268,9 +277,22 @@ def _choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
         raise ConfigError(f"unknown {key} '{value}'{hint}; choose from {', '.join(choices)}")
 
 
+def _registered_or_path(key: str, value: str, choices: typing.Iterable[str]) -> None:
+    if is_import_path(value):
+        try:
+            check_syntax(key, value)
+        except ImportPathError as err:
+            raise ConfigError(str(err)) from None
+    else:
+        _choice(key, value, [*choices, "pkg.module:function"])
+
+
 def validate(cfg: SweepConfig) -> None:
-    _choice("dataset", cfg.dataset, DATASETS)
-    _choice("model", cfg.model, MODELS)
+    _registered_or_path("dataset", cfg.dataset, DATASETS)
+    _registered_or_path("model", cfg.model, MODELS)
+    if cfg.trainable:
+        _validate_trainable(cfg)
+    _validate_params(cfg.params)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("optuna.sampler", cfg.optuna.sampler, SAMPLERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
@@ -288,14 +310,10 @@ def validate(cfg: SweepConfig) -> None:
     )
     for b in cfg.batch_sizes:
         _need(b >= 1, f"batch_sizes: {b} is not a positive batch size; use integers >= 1")
-    n_train = DATASETS[cfg.dataset].n_train
-    n_train = min(n_train, cfg.n_train) if cfg.n_train > 0 else n_train
-    too_big = [b for b in cfg.batch_sizes if b > n_train]
-    _need(
-        not too_big,
-        f"batch_sizes {too_big} exceed the {n_train} training examples of "
-        f"'{cfg.dataset}'; use batch sizes <= {n_train}",
-    )
+    if cfg.dataset in DATASETS and not cfg.trainable:  # the user's: sweep.preflight loads it
+        n_train = DATASETS[cfg.dataset].n_train
+        n_train = min(n_train, cfg.n_train) if cfg.n_train > 0 else n_train
+        check_batch_sizes(cfg, n_train)
     _need(cfg.n_train >= 0, f"n_train must be >= 0 (0 = all), got {cfg.n_train}")
     _need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
     _need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
@@ -358,6 +376,55 @@ def validate(cfg: SweepConfig) -> None:
     _need(r.max_concurrent_trials >= 0, "resources.max_concurrent_trials must be >= 0")
     if cfg.target is not None:
         _validate_target(cfg.target)
+
+
+def check_batch_sizes(cfg: SweepConfig, n_train: int) -> None:
+    too_big = [b for b in cfg.batch_sizes if b > n_train]
+    _need(
+        not too_big,
+        f"batch_sizes {too_big} exceed the {n_train} training examples of "
+        f"'{cfg.dataset}'; use batch sizes <= {n_train}",
+    )
+
+
+# keys of the project's own loop, which a training function of the user's does not read
+OWN_LOOP_ONLY = ("model", "dataset", "n_train", "cuda_graph", "measure_noise_scale")
+
+
+def _validate_trainable(cfg: SweepConfig) -> None:
+    try:
+        check_syntax("trainable", cfg.trainable)
+    except ImportPathError as err:
+        raise ConfigError(str(err)) from None
+    defaults = Recipe()
+    for key in OWN_LOOP_ONLY:
+        _need(
+            getattr(cfg, key) == getattr(defaults, key),
+            f"{key}: {getattr(cfg, key)!r} is a setting of the project's own training loop, "
+            f"which trainable '{cfg.trainable}' replaces; remove it (your function builds its "
+            "own model and data; pass your settings to it under params:)",
+        )
+
+
+def _validate_params(params: dict[str, Any]) -> None:
+    for key in params:
+        if key in TRIAL_KEYS or key == "epochs":
+            raise ConfigError(
+                f"params.{key}: '{key}' is set by the sweep for every trial (trial.{key}); "
+                "remove it from params"
+            )
+        _need(
+            key not in PARAM_KEYS,
+            f"params.{key}: '{key}' is a key of the sweep itself; set it at the top level of "
+            "the config (your function gets it as trial." + key + ")",
+        )
+    try:
+        json.dumps(params, allow_nan=True)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"params must hold plain values (numbers, text, true/false, lists, mappings) to go "
+            f"into every trial's params.json: {err}; quote dates and other special values"
+        ) from None
 
 
 def _validate_target(t: TargetConfig) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from sweep import cluster, space
+from sweep import cluster, failures, preflight, space
 from sweep.config import ConfigError, SweepConfig
 from sweep.decide import StudyState
 from sweep.progress import SweepProgress, forget_last_run, last_run
@@ -116,7 +116,8 @@ def decide_start(cfg: SweepConfig, exp_dir: Path, mode: str) -> str:
     return "restore"
 
 
-def init_ray(address: str | None) -> dict[str, float]:
+def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> dict[str, float]:
+    """Start or join Ray; `runtime_env` ships the user's code to every worker (preflight)."""
     import ray
 
     # per-epoch checkpoints with num_to_keep force frequent (cheap, local) state snapshots
@@ -128,7 +129,7 @@ def init_ray(address: str | None) -> dict[str, float]:
     }
     cluster.check_reachable(address)  # fails fast on a dead address
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, runtime_env=runtime_env or None, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise cluster.connect_error(address, err) from None
     return dict(ray.cluster_resources())
@@ -187,7 +188,7 @@ def run_sweep(
     check_writable(storage)
     exp_dir = storage / cfg.name
     start = decide_start(cfg, exp_dir, mode)
-    resources = init_ray(address)
+    resources = init_ray(address, preflight.runtime_env(cfg))
     cluster.check_cluster(cfg, storage, options)  # prints nodes; node-local storage on >1 node
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     slots = concurrent_slots(cfg, cpus, gpus)
@@ -220,11 +221,17 @@ def run_sweep(
             "last epoch checkpoint; run the same command again to resume"
         )
     n_err = results.num_errors
+    errors = [str(err) for err in results.errors]
     print(
         f"[sweep] finished {len(results)} trials in {(time.time() - t0) / 60:.1f} min"
-        + (f"; {n_err} failed (see their error.txt)" if n_err else ""),
+        + (f"; {failures.summary(errors)} (see their error.txt)" if n_err else ""),
         flush=True,
     )
+    if n_err and n_err == len(results):
+        raise failures.AllTrialsFailed(
+            f"every trial failed, most often with: {failures.most_common_cause(errors)[0]}; "
+            f"see error.txt in the trial folders of {exp_dir}"
+        )
     return exp_dir
 
 
@@ -257,7 +264,8 @@ def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
     """Text listing every grid trial and its resources, and what follows."""
     slots = concurrent_slots(cfg, cpus, gpus)
     lines = [
-        f"sweep '{cfg.name}': {cfg.dataset} / {cfg.model} / {cfg.optimizer}, "
+        f"sweep '{cfg.name}': {cfg.trainable or f'{cfg.dataset} / {cfg.model}'} / "
+        f"{cfg.optimizer}, "
         f"{cfg.epochs} epochs per trial; {cpus:g} CPUs, {gpus:g} GPUs here -> {slots} "
         "trials at a time",
         *measurement_lines(cfg),

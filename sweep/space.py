@@ -46,12 +46,19 @@ def _git(cwd: Path, *args: str) -> str:
 
 def trial_base(cfg: SweepConfig, version: str = "") -> dict[str, Any]:
     """Keys shared by every trial of the sweep: the recipe's, plus where the data is, the
-    steps-to-target setting and the code version (the flat params.json contract)."""
-    return {f.name: getattr(cfg, f.name) for f in fields(Recipe)} | {
+    steps-to-target setting, the code version and the metric every epoch must report (the
+    params.json contract). A user's own training function (`trainable`) brings its own model
+    and data: their keys are recorded empty."""
+    recipe = {f.name: getattr(cfg, f.name) for f in fields(Recipe)}
+    if cfg.trainable:
+        recipe |= {"model": "", "dataset": ""}
+    return recipe | {
+        "params": dict(cfg.params),
         "data_dir": cfg.resolved_data_dir,
         "code_version": version,
         "target_metric": cfg.target.metric if cfg.target else "",
         "target_value": cfg.target.value if cfg.target else 0.0,
+        "metric": cfg.metric,
     }
 
 
