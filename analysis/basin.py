@@ -162,8 +162,11 @@ class MuModel:
         if self.kind == "fixed":
             return np.array([np.mean(mu_free - self.alpha * (log_b - self.ref))])
         if len(log_b) < 2:
-            return np.array([mu_free[0], 1.0]) if self.kind == "power" else np.array(
-                [mu_free[0] + 1, log_b[0]])
+            return (
+                np.array([mu_free[0], 1.0])
+                if self.kind == "power"
+                else np.array([mu_free[0] + 1, log_b[0]])
+            )
         if self.kind == "curved":
             if len(log_b) < 3:
                 return np.array([float(np.mean(mu_free)), 0.0, 0.0])
@@ -322,7 +325,14 @@ class Likelihood:
         # inverse Mills ratio phi(q) / (1 - Phi(q)) of the censored trials
         mills = np.exp(np.minimum(-0.5 * q * q - HALF_LOG_2PI - log_sf, 700.0))
         return {
-            "dx": dx, "left": left, "c": c, "s": s, "r": r, "q": q, "ll": ll, "mills": mills,
+            "dx": dx,
+            "left": left,
+            "c": c,
+            "s": s,
+            "r": r,
+            "q": q,
+            "ll": ll,
+            "mills": mills,
             "g_pred": np.where(cens, mills / s, r / s),  # d ll / d pred
             "g_logs": np.where(cens, mills * q, r * r - 1.0),  # d ll / d log s
         }
@@ -341,8 +351,13 @@ class Likelihood:
         grad[lay.f] = np.bincount(d.bi, weights=g_pred, minlength=nb)
         zi = self.z[d.bi]
         gr = np.where(t["left"], 0.0, g_logc)
-        grad[lay.g] = [g_logc.sum(), (g_logc * zi).sum(), gr.sum(),
-                       g_logs.sum(), (g_logs * zi).sum()]
+        grad[lay.g] = [
+            g_logc.sum(),
+            (g_logc * zi).sum(),
+            gr.sum(),
+            g_logs.sum(),
+            (g_logs * zi).sum(),
+        ]
         if nw > 1:
             grad[lay.dmu] = np.bincount(d.wi, weights=g_mu_i, minlength=nw)[1:]
             grad[lay.df] = np.bincount(d.wi, weights=g_pred, minlength=nw)[1:]
@@ -387,8 +402,13 @@ class Likelihood:
         h[:km, f] = (jmu * s_mf[:, None]).T
         h[f, f] = np.diag(s_ff)
         # dense columns: positions of (a, g, r), dmu levels, df levels in the layout
-        pos = [lay.g.start, lay.g.start + 1, lay.g.start + 2, *range(lay.dmu.start, lay.dmu.stop),
-               *range(lay.df.start, lay.df.stop)]
+        pos = [
+            lay.g.start,
+            lay.g.start + 1,
+            lay.g.start + 2,
+            *range(lay.dmu.start, lay.dmu.stop),
+            *range(lay.df.start, lay.df.stop),
+        ]
         h[:km, pos] = jmu.T @ s_mg
         h[f, pos] = s_fg
         h[np.ix_(pos, pos)] = (g * w[:, None]).T @ g
@@ -403,9 +423,11 @@ class Likelihood:
     def bounds(self) -> list[tuple[float | None, float | None]]:
         lay = self.lay
         b: list[tuple[float | None, float | None]] = [(None, None)] * lay.size
-        for j, bnd in zip(range(lay.g.start, lay.g.stop),
-                          (LOG_C_BOUNDS, TREND_BOUNDS, ASYM_BOUNDS, LOG_S_BOUNDS,
-                           TREND_BOUNDS), strict=True):
+        for j, bnd in zip(
+            range(lay.g.start, lay.g.stop),
+            (LOG_C_BOUNDS, TREND_BOUNDS, ASYM_BOUNDS, LOG_S_BOUNDS, TREND_BOUNDS),
+            strict=True,
+        ):
             b[j] = bnd
         if self.model.kind == "saturating":
             lb = self.log_b
@@ -558,23 +580,29 @@ def fit_model(
     return Fit(model, lik.lay, params, ll, n_free, design.n, cut, ok)
 
 
-def fit_cut(design: Design, iterations: int = 5) -> tuple[float, Fit]:
+def fit_cut(design: Design, iterations: int = 12) -> tuple[float, Fit]:
     """The censoring cut and the free model's fit at it.
 
     The cut is the basin height CUT_DECADES away from the optimum on its flatter side (at the
     median batch size), but at least CUT_NOISE seed-noise sds. It is found by fixed-point
-    iteration (a handful of refits) from the curvature and noise of local parabolas."""
+    iteration from the curvature and noise of local parabolas, run to convergence (not to a
+    loose tolerance) so that the cut, and everything after it, moves smoothly with the data."""
     finite = np.isfinite(design.y)
     span = max(float(np.ptp(design.y[finite])) if finite.any() else 1.0, 1e-12)
     rough = _start_free(design, span / 2)
-    cut = float(np.clip(_cut(rough[2 * design.nb: 2 * design.nb + N_GLOBAL]), 1e-9, span))
+    cut = float(np.clip(_cut(rough[2 * design.nb : 2 * design.nb + N_GLOBAL]), 1e-9, span))
     fit = fit_model(design, FREE, cut)
-    for _ in range(iterations):
+    for k in range(iterations):
         new = cut_from(fit)
-        if abs(math.log(new / cut)) < 0.02:
+        if abs(math.log(new / cut)) < 1e-6:
             break
         cut = new
-        fit = _best_of(design, cut, fit.params)
+        # fresh starting values too while the cut still moves a lot (another basin may win)
+        fit = (
+            _best_of(design, cut, fit.params)
+            if k < 2
+            else fit_model(design, FREE, cut, start=fit.params)
+        )
     return cut, fit
 
 

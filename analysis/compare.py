@@ -81,8 +81,11 @@ def lr_profile(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     prof = means.loc[means.groupby(["batch_size", "lr_key"])["score"].idxmin()]
     prof = prof[["batch_size", "lr_key", metric]].rename(columns={metric: "value"})
     fin["is_div"] = fin["status"] == "diverged"
-    tried = (fin.groupby(["batch_size", "lr_key"])
-             .agg(n=("is_div", "size"), all_div=("is_div", "all")).reset_index())
+    tried = (
+        fin.groupby(["batch_size", "lr_key"])
+        .agg(n=("is_div", "size"), all_div=("is_div", "all"))
+        .reset_index()
+    )
     out = tried.merge(prof, on=["batch_size", "lr_key"], how="left")
     out["diverged"] = out["value"].isna()
     if metric in NOT_REACHED_METRICS:  # NaN: never reached the target; diverged only if it did
@@ -141,8 +144,9 @@ def rule_table(
     return table, anchor
 
 
-def warmup_table(trials: pd.DataFrame, metric: str, per_batch: pd.DataFrame | None = None
-                 ) -> pd.DataFrame:
+def warmup_table(
+    trials: pd.DataFrame, metric: str, per_batch: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per batch size, without (warmup 0) and with warmup (> 0): the best tried lr and metric
     and the smallest diverged lr; with the Holm-adjusted p of the per-batch warmup test when
     given. Empty when the trials do not have both warmup 0 and warmup > 0."""
@@ -165,8 +169,7 @@ def warmup_table(trials: pd.DataFrame, metric: str, per_batch: pd.DataFrame | No
         rows.append(row)
     table = pd.DataFrame(rows)
     if per_batch is not None and len(per_batch):
-        table = table.merge(per_batch[["batch_size", "p", "p_holm"]], on="batch_size",
-                            how="left")
+        table = table.merge(per_batch[["batch_size", "p", "p_holm"]], on="batch_size", how="left")
     return table
 
 

@@ -59,31 +59,57 @@ def default_labels(analyses: list[Analysis]) -> list[str]:
 
 def _task(a: Analysis) -> str:
     t = a.trials
-    parts = [", ".join(sorted({str(v) for v in t[c].dropna()})) for c in ("dataset", "model")
-             if c in t.columns]
+    parts = [
+        ", ".join(sorted({str(v) for v in t[c].dropna()}))
+        for c in ("dataset", "model")
+        if c in t.columns
+    ]
     return " / ".join(parts) if parts else "unknown"
 
 
 def summary_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
-    head = ["sweep", "optimizer", "data / model", "trials", "batch sizes fitted", "alpha [95% CI]",
-            "best model", "verdict", "no lr change (alpha = 0)", "surge", "fitted B_noise",
-            "measured B_simple (median)"]
+    head = [
+        "sweep",
+        "optimizer",
+        "data / model",
+        "trials",
+        "batch sizes fitted",
+        "alpha [95% CI]",
+        "best model",
+        "verdict",
+        "no lr change (alpha = 0)",
+        "surge",
+        "fitted B_noise",
+        "measured B_simple (median)",
+    ]
     rows = []
     for e in entries:
         a, inf = e.analysis, e.analysis.inference
         lo, hi = inf.alpha_ci
-        alpha = (f"{inf.alpha:.2f} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
-                 if inf.alpha is not None else "-")
+        alpha = (
+            f"{inf.alpha:.2f} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
+            if inf.alpha is not None
+            else "-"
+        )
         fitted = a.best.loc[a.best["in_fit"], "batch_size"]
-        rows.append([
-            e.label, a.optimizer.describe(), _task(a), str(len(a.trials)),
-            ", ".join(str(int(b)) for b in fitted) or "-", alpha,
-            inf.best_model or "-", a.verdict.verdict,
-            a.no_change.result if a.no_change else "not tested (not adaptive)",
-            f"peak at B = {fmt(inf.peak_b)}" if a.decision.reason == "curved"
-            else "not detected",
-            fmt(inf.b_noise), fmt(a.noise.median) if a.noise else "not measured",
-        ])
+        rows.append(
+            [
+                e.label,
+                a.optimizer.describe(),
+                _task(a),
+                str(len(a.trials)),
+                ", ".join(str(int(b)) for b in fitted) or "-",
+                alpha,
+                inf.best_model or "-",
+                a.verdict.verdict,
+                a.no_change.result if a.no_change else "not tested (not adaptive)",
+                f"peak at B = {fmt(inf.peak_b)}"
+                if a.decision.reason == "curved"
+                else "not detected",
+                fmt(inf.b_noise),
+                fmt(a.noise.median) if a.noise else "not measured",
+            ]
+        )
     return head, rows
 
 
@@ -101,14 +127,16 @@ def fig_best_lr(entries: list[Entry], path: Path) -> None:
             b = np.geomspace(*inf.batch_range, 100)
             alpha_fan(ax, inf, b, color=color)
             if a.decision.reason == "curved":
-                draw_rule(ax, inf, "curved", b, f"{e.label}: rises then falls", ls=":",
-                          color=color, lw=2)
+                draw_rule(
+                    ax, inf, "curved", b, f"{e.label}: rises then falls", ls=":", color=color, lw=2
+                )
     bs = sorted(all_b)
     batch_axes(ax, bs)
     ax.set_ylabel("best peak learning rate")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.set_title("Best lr against batch size, per optimizer (power law with alpha's interval)",
-                 fontsize=11)
+    ax.set_title(
+        "Best lr against batch size, per optimizer (power law with alpha's interval)", fontsize=11
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
 
@@ -125,12 +153,24 @@ def fig_steps(entries: list[Entry], path: Path) -> None:
         t = curve.reached
         all_b |= {int(b) for b in curve.table["batch_size"]}
         target = f" ({curve.target})" if curve.target else ""
-        ax.plot(t["batch_size"], t["steps"], MARKERS[i % 6], color=f"C{i}", ms=7,
-                label=f"{e.label}{target}")
+        ax.plot(
+            t["batch_size"],
+            t["steps"],
+            MARKERS[i % 6],
+            color=f"C{i}",
+            ms=7,
+            label=f"{e.label}{target}",
+        )
         if curve.fit is not None:
             xs = np.linspace(curve.fit.x_min, curve.fit.x_max, 200)
-            ax.plot(10**xs, 10 ** curve.fit.log_steps(xs), "-", color=f"C{i}", lw=1.2,
-                    label=f"{e.label}: piecewise fit")
+            ax.plot(
+                10**xs,
+                10 ** curve.fit.log_steps(xs),
+                "-",
+                color=f"C{i}",
+                lw=1.2,
+                label=f"{e.label}: piecewise fit",
+            )
     bs = sorted(all_b)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -141,8 +181,9 @@ def fig_steps(entries: list[Entry], path: Path) -> None:
     ax.set_ylabel("optimizer steps to reach the target (fewest over lrs)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.set_title("Steps to target against batch size, per optimizer (Shallue et al. 2018)",
-                 fontsize=11)
+    ax.set_title(
+        "Steps to target against batch size, per optimizer (Shallue et al. 2018)", fontsize=11
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
 
@@ -151,32 +192,46 @@ def compare_json(entries: list[Entry]) -> dict:
     out = []
     for e in entries:
         a, inf = e.analysis, e.analysis.inference
-        out.append({
-            "label": e.label,
-            "results_dir": a.results_dir,
-            "report_dir": str(e.report_dir),
-            "optimizer": a.optimizer.name,
-            "momentum": a.optimizer.momentum,
-            "effective_lr_factor": a.optimizer.effective_factor,
-            "task": _task(a),
-            "metric": a.metric,
-            "best_lr": [{"batch_size": int(r["batch_size"]), "lr": r["lr"],
-                         "lr_ci": [r["lr_ci_lo"], r["lr_ci_hi"]], "at_edge": bool(r["at_edge"])}
-                        for _, r in a.best.iterrows()],
-            "alpha": inf.alpha,
-            "alpha_ci": list(inf.alpha_ci),
-            "best_model": inf.best_model,
-            "verdict": a.verdict.verdict,
-            "verdict_text": a.verdict.paragraph,
-            "no_lr_change": None if a.no_change is None else a.no_change.result,
-            "surge": None if a.decision.reason != "curved" else {
-                "b_peak": inf.peak_b,
-                "lr_peak": None if inf.peak_b is None else inf.lr_at("curved", inf.peak_b)},
-            "b_noise_fit": inf.b_noise,
-            "measured_noise_scale": None if a.noise is None else a.noise.median,
-            "steps_to_target": None if a.steps is None else
-            a.steps.table[["batch_size", "steps", "lr", "regime"]].to_dict(orient="records"),
-        })
+        out.append(
+            {
+                "label": e.label,
+                "results_dir": a.results_dir,
+                "report_dir": str(e.report_dir),
+                "optimizer": a.optimizer.name,
+                "momentum": a.optimizer.momentum,
+                "effective_lr_factor": a.optimizer.effective_factor,
+                "task": _task(a),
+                "metric": a.metric,
+                "best_lr": [
+                    {
+                        "batch_size": int(r["batch_size"]),
+                        "lr": r["lr"],
+                        "lr_ci": [r["lr_ci_lo"], r["lr_ci_hi"]],
+                        "at_edge": bool(r["at_edge"]),
+                    }
+                    for _, r in a.best.iterrows()
+                ],
+                "alpha": inf.alpha,
+                "alpha_ci": list(inf.alpha_ci),
+                "best_model": inf.best_model,
+                "verdict": a.verdict.verdict,
+                "verdict_text": a.verdict.paragraph,
+                "no_lr_change": None if a.no_change is None else a.no_change.result,
+                "surge": None
+                if a.decision.reason != "curved"
+                else {
+                    "b_peak": inf.peak_b,
+                    "lr_peak": None if inf.peak_b is None else inf.lr_at("curved", inf.peak_b),
+                },
+                "b_noise_fit": inf.b_noise,
+                "measured_noise_scale": None if a.noise is None else a.noise.median,
+                "steps_to_target": None
+                if a.steps is None
+                else a.steps.table[["batch_size", "steps", "lr", "regime"]].to_dict(
+                    orient="records"
+                ),
+            }
+        )
     return jsonable({"sweeps": out})
 
 
@@ -185,13 +240,21 @@ def _blocks(entries: list[Entry], figs: dict[str, Path]) -> list[tuple]:
     metric = {e.analysis.metric for e in entries}
     blocks: list[tuple] = [
         ("h1", "Optimizers compared: how the best learning rate scales with batch size"),
-        ("p", f"Sweeps: {', '.join(f'{e.label} (`{e.analysis.results_dir}`)' for e in entries)}."
-              f" Best = {' / '.join(sorted(metric))} at the fixed epoch budget. Each sweep's "
-              f"full report: {', '.join(f'`{e.report_dir}`' for e in entries)}."),
+        (
+            "p",
+            f"Sweeps: {', '.join(f'{e.label} (`{e.analysis.results_dir}`)' for e in entries)}."
+            f" Best = {' / '.join(sorted(metric))} at the fixed epoch budget. Each sweep's "
+            f"full report: {', '.join(f'`{e.report_dir}`' for e in entries)}.",
+        ),
     ]
     if len(tasks) > 1:
-        blocks.append(("p", "WARNING: the sweeps ran on different data / models "
-                            f"({'; '.join(sorted(tasks))}): the comparison mixes tasks."))
+        blocks.append(
+            (
+                "p",
+                "WARNING: the sweeps ran on different data / models "
+                f"({'; '.join(sorted(tasks))}): the comparison mixes tasks.",
+            )
+        )
     blocks += [("h2", "Summary"), ("table", *summary_rows(entries))]
     if "best_lr" in figs:
         blocks.append(("img", figs["best_lr"], "best lr against batch size, per optimizer"))
@@ -208,11 +271,15 @@ def _blocks(entries: list[Entry], figs: dict[str, Path]) -> list[tuple]:
             items.append(comparison_text(a.noise, a.inference.b_noise, a.inference.b_noise_ci))
         if a.steps is not None:
             items.append(regimes_text(a.steps))
-        blocks += [("h2", f"{e.label}: {a.optimizer.describe()}, verdict {a.verdict.verdict}"),
-                   ("ul", items)]
+        blocks += [
+            ("h2", f"{e.label}: {a.optimizer.describe()}, verdict {a.verdict.verdict}"),
+            ("ul", items),
+        ]
     if "steps" in figs:
-        blocks += [("h2", "Steps to target"),
-                   ("img", figs["steps"], "steps to target against batch size, per optimizer")]
+        blocks += [
+            ("h2", "Steps to target"),
+            ("img", figs["steps"], "steps to target against batch size, per optimizer"),
+        ]
     return blocks
 
 
@@ -228,19 +295,34 @@ def write_comparison(entries: list[Entry], out: Path) -> dict[str, Path]:
     (out / "compare.md").write_text(render_markdown(blocks, out), encoding="utf-8")
     (out / "compare.html").write_text(render_html(blocks), encoding="utf-8")
     (out / "compare.json").write_text(
-        json.dumps(compare_json(entries), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return {"compare.md": out / "compare.md", "compare.html": out / "compare.html",
-            "compare.json": out / "compare.json", **figs}
+        json.dumps(compare_json(entries), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    return {
+        "compare.md": out / "compare.md",
+        "compare.html": out / "compare.html",
+        "compare.json": out / "compare.json",
+        **figs,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis.compare_optimizers",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--results", nargs="+", required=True, type=Path,
-                   help="two or more Ray Tune results folders (one sweep each)")
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.compare_optimizers", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--results",
+        nargs="+",
+        required=True,
+        type=Path,
+        help="two or more Ray Tune results folders (one sweep each)",
+    )
     p.add_argument("--out", required=True, type=Path, help="report folder")
-    p.add_argument("--labels", nargs="+", default=None, help="one name per results folder "
-                   "(default: each sweep's optimizer)")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="one name per results folder (default: each sweep's optimizer)",
+    )
     p.add_argument("--metric", default="val_loss", help="val_loss (default), val_acc, ...")
     p.add_argument("--objective", default="metric", choices=["metric", "steps_to_target"])
     p.add_argument("--margin", type=float, default=0.2)
@@ -255,11 +337,21 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.results) < 2:
             raise AnalysisError("pass at least two results folders to compare (--results A B)")
         if args.labels is not None and len(args.labels) != len(args.results):
-            raise AnalysisError(f"--labels gives {len(args.labels)} names for "
-                                f"{len(args.results)} results folders; give one per folder")
-        analyses = [analyze(r, metric=args.metric, n_boot=args.n_boot, seed=args.seed,
-                            objective=args.objective, margin=args.margin)
-                    for r in args.results]
+            raise AnalysisError(
+                f"--labels gives {len(args.labels)} names for "
+                f"{len(args.results)} results folders; give one per folder"
+            )
+        analyses = [
+            analyze(
+                r,
+                metric=args.metric,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                objective=args.objective,
+                margin=args.margin,
+            )
+            for r in args.results
+        ]
         labels = args.labels or default_labels(analyses)
         entries = []
         for label, a in zip(labels, analyses, strict=True):
@@ -272,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     head, rows = summary_rows(entries)
     for row in rows:
         print(" | ".join(f"{h}: {c}" for h, c in zip(head, row, strict=True)))
-    print(f"Comparison: {written['compare.html']} (and compare.md, compare.json, figures/); "
-          f"each sweep's report: {', '.join(str(e.report_dir) for e in entries)}")
+    print(
+        f"Comparison: {written['compare.html']} (and compare.md, compare.json, figures/); "
+        f"each sweep's report: {', '.join(str(e.report_dir) for e in entries)}"
+    )
     return 0
 
 

@@ -1,6 +1,6 @@
 """What the report says, as blocks (`analysis.render` turns them into Markdown and HTML).
 
-    >>> blocks = report_blocks(analysis, figures)   # [("h1", ...), ("p", ...), ...]
+blocks = report_blocks(analysis, figures)   # [("h1", ...), ("p", ...), ...]
 """
 
 from __future__ import annotations
@@ -35,8 +35,17 @@ def ci_text(lo: Any, hi: Any) -> str:
 
 
 def best_table(a: Analysis) -> tuple[list[str], list[list[str]]]:
-    head = ["batch size", "best lr", "95% CI", "edge", "n trials", "n diverged", "lrs tried",
-            f"{a.metric} at best (model)", "divergence edge"]
+    head = [
+        "batch size",
+        "best lr",
+        "95% CI",
+        "edge",
+        "n trials",
+        "n diverged",
+        "lrs tried",
+        f"{a.metric} at best (model)",
+        "divergence edge",
+    ]
     rows = [
         [
             str(int(r["batch_size"])),
@@ -65,8 +74,14 @@ def best_table(a: Analysis) -> tuple[list[str], list[list[str]]]:
 
 
 def model_table(inf: Inference) -> tuple[list[str], list[list[str]]]:
-    head = ["rule for the best lr", "parameters (whole model)", "fitted", "-2 log L", "AICc",
-            "dAICc"]
+    head = [
+        "rule for the best lr",
+        "parameters (whole model)",
+        "fitted",
+        "-2 log L",
+        "AICc",
+        "dAICc",
+    ]
     if not inf.rules:
         return head, []
     delta = inf.aicc_delta()
@@ -81,8 +96,14 @@ def model_table(inf: Inference) -> tuple[list[str], list[list[str]]]:
         "curved": "peak at B = " + fmt(inf.peak_b) if inf.peak_b else "no peak inside",
     }
     rows = [
-        [m + (" (best)" if m == inf.best_model else ""), str(r.k), fitted[m],
-         fmt(-2 * r.loglik, ".1f"), fmt(r.aicc, ".1f"), fmt(delta[m], "+.1f")]
+        [
+            m + (" (best)" if m == inf.best_model else ""),
+            str(r.k),
+            fitted[m],
+            fmt(-2 * r.loglik, ".1f"),
+            fmt(r.aicc, ".1f"),
+            fmt(delta[m], "+.1f"),
+        ]
         for m, r in sorted(inf.rules.items(), key=lambda t: t[1].aicc)
     ]
     return head, rows
@@ -118,18 +139,31 @@ def _value_cell(r: pd.Series) -> str:
 
 
 def warmup_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
-    head = ["batch size", "best tried lr, no warmup", "best tried lr, warmup",
-            f"best {a.metric}, none", f"best {a.metric}, warmup", "div. edge, none",
-            "div. edge, warmup", "per-batch test p (Holm)"]
+    head = [
+        "batch size",
+        "best tried lr, no warmup",
+        "best tried lr, warmup",
+        f"best {a.metric}, none",
+        f"best {a.metric}, warmup",
+        "div. edge, none",
+        "div. edge, warmup",
+        "per-batch test p (Holm)",
+    ]
     rows = []
     for _, r in a.warmup.iterrows():
         p = finite_or_none(r.get("p_holm"))
-        rows.append([
-            str(int(r["batch_size"])), fmt(r["lr_best_tried_none"]),
-            fmt(r["lr_best_tried_warm"]), fmt(r["metric_best_tried_none"], ".4g"),
-            fmt(r["metric_best_tried_warm"], ".4g"), fmt(r["lr_div_none"]),
-            fmt(r["lr_div_warm"]), "not testable" if p is None else f"{p:.3g}",
-        ])
+        rows.append(
+            [
+                str(int(r["batch_size"])),
+                fmt(r["lr_best_tried_none"]),
+                fmt(r["lr_best_tried_warm"]),
+                fmt(r["metric_best_tried_none"], ".4g"),
+                fmt(r["metric_best_tried_warm"], ".4g"),
+                fmt(r["lr_div_none"]),
+                fmt(r["lr_div_warm"]),
+                "not testable" if p is None else f"{p:.3g}",
+            ]
+        )
     return head, rows
 
 
@@ -156,9 +190,12 @@ def report_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     direction = "maximised" if a.maximize else "minimised"
     blocks: list[tuple] = [
         ("h1", "How the best learning rate scales with batch size"),
-        ("p", f"Results: `{a.results_dir}`. Metric: final `{a.metric}` ({direction}) at the "
-              f"fixed epoch budget. Equivalence margin: +-{a.margin:g} around alpha = 1 "
-              f"(linear) and 0.5 (sqrt)."),
+        (
+            "p",
+            f"Results: `{a.results_dir}`. Metric: final `{a.metric}` ({direction}) at the "
+            f"fixed epoch budget. Equivalence margin: +-{a.margin:g} around alpha = 1 "
+            f"(linear) and 0.5 (sqrt).",
+        ),
         ("h2", f"Verdict: {v.verdict}"),
         ("p", v.paragraph),
         ("p", "Piecewise view: " + v.linear_range),
@@ -171,13 +208,16 @@ def report_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     blocks += [
         ("h2", "Best learning rate per batch size"),
         ("table", *best_table(a)),
-        ("p", "Best lr: the optimum mu_B of the model of all trials, with its profile-"
-              "likelihood 95% interval. EDGE: the data bound the optimum on one side only (the "
-              "best tried lr is the smallest or largest one tried, or the interval stays open "
-              "within a decade beyond the lrs tried); such a value is a bound (>= or <=), "
-              "shown in brackets when it is the best tried lr, and a batch size whose best "
-              "tried lr is not flanked by worse ones is left out of the rule fits. Divergence "
-              "edge: the smallest lr above the best one whose trial diverged."),
+        (
+            "p",
+            "Best lr: the optimum mu_B of the model of all trials, with its profile-"
+            "likelihood 95% interval. EDGE: the data bound the optimum on one side only (the "
+            "best tried lr is the smallest or largest one tried, or the interval stays open "
+            "within a decade beyond the lrs tried); such a value is a bound (>= or <=), "
+            "shown in brackets when it is the best tried lr, and a batch size whose best "
+            "tried lr is not flanked by worse ones is left out of the rule fits. Divergence "
+            "edge: the smallest lr above the best one whose trial diverged.",
+        ),
     ]
     blocks += _fig(figs, "metric_vs_lr", "metric against lr per batch size")
     blocks += [("h2", "Rules for the best lr")]
@@ -185,14 +225,21 @@ def report_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
         b = ", ".join(str(int(x)) for x in a.best.loc[a.best["in_fit"], "batch_size"])
         blocks += [
             ("table", *model_table(inf)),
-            ("p", f"Each rule constrains mu(B) inside the same model of all {inf.n_model_trials} "
-                  f"finished trials at B = {b} (batch sizes whose optimum is flanked by worse "
-                  f"lrs); AICc on the trials' likelihood, lower is better; a difference of "
-                  f"{CLEAR_AICC:g} or more counts as clearly better."),
+            (
+                "p",
+                f"Each rule constrains mu(B) inside the same model of all {inf.n_model_trials} "
+                f"finished trials at B = {b} (batch sizes whose optimum is flanked by worse "
+                f"lrs); AICc on the trials' likelihood, lower is better; a difference of "
+                f"{CLEAR_AICC:g} or more counts as clearly better.",
+            ),
         ]
     else:
-        blocks.append(("p", f"No rule was fitted: fewer than {MIN_POINTS} batch sizes have a "
-                            "located optimum."))
+        blocks.append(
+            (
+                "p",
+                f"No rule was fitted: fewer than {MIN_POINTS} batch sizes have a located optimum.",
+            )
+        )
     blocks += _fig(figs, "best_lr_vs_batch", "best lr against batch size")
     blocks += _noise_blocks(a)
     blocks += _steps_blocks(a, figs)
@@ -218,18 +265,26 @@ def _calibration_blocks(inf: Inference) -> list[tuple]:
         items.append(
             f"Per-batch intervals: the chi-square interval covered the planted optimum in "
             f"{mu.coverage:.0%} of the simulated cases"
-            + (f"; widened {mu.width_factor:.2f}x" if mu.widened else "; not widened") + ".")
+            + (f"; widened {mu.width_factor:.2f}x" if mu.widened else "; not widened")
+            + "."
+        )
     return [("h2", "How sure: calibration on this sweep's design"), ("ul", items)]
 
 
 def _optimizer_blocks(a: Analysis) -> list[tuple]:
     out: list[tuple] = [("h2", "Optimizer"), ("p", optimizer_text(a.optimizer, a.best))]
     if a.no_change is not None:
-        out.append(("p", f"No lr change needed (alpha = 0, the article's claim): "
-                         f"{a.no_change.text}"))
+        out.append(
+            ("p", f"No lr change needed (alpha = 0, the article's claim): {a.no_change.text}")
+        )
     if a.decision.reason == "curved":
-        out.append(("p", f"Surge: the best lr peaks near B = {fmt(a.inference.peak_b)} and "
-                         f"falls after it (log-quadratic rule clearly better)."))
+        out.append(
+            (
+                "p",
+                f"Surge: the best lr peaks near B = {fmt(a.inference.peak_b)} and "
+                f"falls after it (log-quadratic rule clearly better).",
+            )
+        )
     elif a.inference.n_points >= 4:
         out.append(("p", "Surge (best lr rising, then falling): not detected."))
     return out
@@ -240,8 +295,13 @@ def _noise_blocks(a: Analysis) -> list[tuple]:
         return []
     head = ["batch size", "best lr", "lr of the trial(s) used", "trials", "B_simple"]
     rows = [
-        [str(int(r["batch_size"])), fmt(r["lr_best"]), fmt(r["lr_trial"]),
-         str(int(r["n_trials"])), fmt(r["noise_scale"])]
+        [
+            str(int(r["batch_size"])),
+            fmt(r["lr_best"]),
+            fmt(r["lr_trial"]),
+            str(int(r["n_trials"])),
+            fmt(r["noise_scale"]),
+        ]
         for _, r in a.noise.table.iterrows()
     ]
     inf = a.inference
@@ -258,16 +318,27 @@ def _steps_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     t = a.steps.table
     head = ["batch size", "fewest steps", "at lr", "trials", "reached", "regime"]
     rows = [
-        [str(int(r["batch_size"])), fmt(r["steps"], ".4g"), fmt(r["lr"]),
-         str(int(r["n_trials"])), str(int(r["n_reached"])), r["regime"]]
+        [
+            str(int(r["batch_size"])),
+            fmt(r["steps"], ".4g"),
+            fmt(r["lr"]),
+            str(int(r["n_trials"])),
+            str(int(r["n_reached"])),
+            r["regime"],
+        ]
         for _, r in t.iterrows()
     ]
     target = f" ({a.steps.target})" if a.steps.target else ""
     out: list[tuple] = [
         ("h2", f"Steps to target{target} against batch size"),
-        ("p", "Fewest optimizer steps to reach the target over the lrs tried, per batch size "
-              "(seeds averaged; trials that never reached it left out). "
-              + regimes_text(a.steps) + " " + critical_text(a.steps.critical)),
+        (
+            "p",
+            "Fewest optimizer steps to reach the target over the lrs tried, per batch size "
+            "(seeds averaged; trials that never reached it left out). "
+            + regimes_text(a.steps)
+            + " "
+            + critical_text(a.steps.critical),
+        ),
         ("table", head, rows),
     ]
     never = unreached_text(a.steps)
@@ -291,10 +362,13 @@ def _rule_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
         return out + [("p", "Not available: no batch size has a finished trial.")]
     head, vals, lrs = rule_tables(a)
     out += [
-        ("p", f"Final {a.metric} at each rule's lr. Anchor: {a.anchor.source}. A value is the "
-              f"seed mean at a tried lr within {RULE_TOL} decades, else interpolated in log lr "
-              f"between the tried lrs around it (interp.); 'diverged' when an lr at or below "
-              f"it diverged; 'not tried' outside the searched range."),
+        (
+            "p",
+            f"Final {a.metric} at each rule's lr. Anchor: {a.anchor.source}. A value is the "
+            f"seed mean at a tried lr within {RULE_TOL} decades, else interpolated in log lr "
+            f"between the tried lrs around it (interp.); 'diverged' when an lr at or below "
+            f"it diverged; 'not tried' outside the searched range.",
+        ),
         ("table", head, vals),
         ("p", "The learning rates those columns stand for:"),
         ("table", head, lrs),

@@ -93,12 +93,14 @@ def _leaves_margins(lo: float, hi: float, reg: dict[str, tuple[float, float]]) -
     spans = sorted(reg.values())
     if lo < spans[0][0] or hi > spans[-1][1]:
         return True
-    return any(lo < b2 and hi > b1 for (_, b1), (b2, _) in zip(spans, spans[1:], strict=False)
-               if b1 < b2)
+    return any(
+        lo < b2 and hi > b1 for (_, b1), (b2, _) in zip(spans, spans[1:], strict=False) if b1 < b2
+    )
 
 
-def _undecided(inf: Inference, margin: float, reason: str, cands: tuple[str, ...],
-               half: float) -> Decision:
+def _undecided(
+    inf: Inference, margin: float, reason: str, cands: tuple[str, ...], half: float
+) -> Decision:
     """What would decide it: the half-width at which alpha's interval fits in the region
     holding the estimate (interval width shrinks about as 1/sqrt(trials) and as 1/(log-range
     of batch sizes))."""

@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg backend outside pyplot (no display).
 
-    >>> from analysis.figures import write_figures
-    >>> paths = write_figures(analysis, Path("report/figures"))   # name -> PNG path
+    from analysis.figures import write_figures
+    paths = write_figures(analysis, Path("report/figures"))   # name -> PNG path
 
 Every figure is checked by eye on the synthetic scenarios (`python -m analysis.synthetic`) and
 on the default sweep's results: metric against lr per batch size (with the fitted model and the
@@ -86,8 +86,14 @@ def fig_metric_vs_lr(a: Analysis, path: Path) -> None:
             ax.axvline(b["lr"], color="k", ls="--", lw=1)
             lo, hi = finite_or_none(b["lr_ci_lo"]), finite_or_none(b["lr_ci_hi"])
             if lo is not None or hi is not None:
-                ax.axvspan(lo or g["lr"].min() / 10, hi or g["lr"].max() * 10, color="0.5",
-                           alpha=0.25, lw=0, label="95% CI (open side: to the edge)")
+                ax.axvspan(
+                    lo or g["lr"].min() / 10,
+                    hi or g["lr"].max() * 10,
+                    color="0.5",
+                    alpha=0.25,
+                    lw=0,
+                    label="95% CI (open side: to the edge)",
+                )
         fitted = pd.Series([b["metric_best"]], dtype=float)
         lo, hi = _focus_y(ax, pd.concat([ok[a.metric], fitted]), a.maximize)
         off = ok[(ok[a.metric] > hi) | (ok[a.metric] < lo)]
@@ -160,21 +166,34 @@ def fig_best_lr(a: Analysis, path: Path) -> None:
         draw_rule(ax, inf, "linear", b_line, "linear rule (fitted)", ls="--", color="C0")
         draw_rule(ax, inf, "sqrt", b_line, "sqrt rule (fitted)", ls="--", color="C1")
         if inf.b_noise is not None:
-            draw_rule(ax, inf, "saturating", b_line,
-                      f"saturating, B_noise = {fmt(inf.b_noise)}", color="C4", lw=2)
+            draw_rule(
+                ax,
+                inf,
+                "saturating",
+                b_line,
+                f"saturating, B_noise = {fmt(inf.b_noise)}",
+                color="C4",
+                lw=2,
+            )
             if bs.min() / 2 <= inf.b_noise <= bs.max() * 2:
                 ax.axvline(inf.b_noise, color="C4", ls=":", lw=1)
         if a.optimizer.adaptive:
-            draw_rule(ax, inf, "constant", b_line, "no lr change (alpha = 0)", ls="--",
-                      color="C5")
+            draw_rule(ax, inf, "constant", b_line, "no lr change (alpha = 0)", ls="--", color="C5")
         if a.decision.reason == "curved":
-            draw_rule(ax, inf, "curved", b_line, "rises then falls (log-quadratic)",
-                      color="C3", lw=2)
+            draw_rule(
+                ax, inf, "curved", b_line, "rises then falls (log-quadratic)", color="C3", lw=2
+            )
     _noise_marks(ax, a, bs)
     div = best[best["lr_div"].notna()]
     if len(div):
-        ax.scatter(div["batch_size"], div["lr_div"].astype(float), marker="v", color="red",
-                   s=40, label="divergence edge (smallest diverged lr)")
+        ax.scatter(
+            div["batch_size"],
+            div["lr_div"].astype(float),
+            marker="v",
+            color="red",
+            s=40,
+            label="divergence edge (smallest diverged lr)",
+        )
     clip_lr_axis(ax, best)
     batch_axes(ax, bs)
     ax.set_ylabel("best peak learning rate")
@@ -194,8 +213,15 @@ def _noise_marks(ax, a: Analysis, bs: np.ndarray) -> None:
     label = f"measured B_simple, median {a.noise.median:.3g} (range {lo:.3g} to {hi:.3g})"
     if not shown:
         side = "right" if a.noise.median > bs.max() else "left"
-        ax.text(0.99 if side == "right" else 0.01, 0.02, label + f" (off scale, {side})",
-                transform=ax.transAxes, ha=side, fontsize=8, color="C6")
+        ax.text(
+            0.99 if side == "right" else 0.01,
+            0.02,
+            label + f" (off scale, {side})",
+            transform=ax.transAxes,
+            ha=side,
+            fontsize=8,
+            color="C6",
+        )
         return
     ax.axvline(a.noise.median, color="C6", ls="--", lw=1.5, label=label)
     ax.axvspan(max(lo, bs.min() / 4), min(hi, bs.max() * 4), color="C6", alpha=0.08, lw=0)
@@ -261,31 +287,62 @@ def fig_warmup(a: Analysis, path: Path) -> None:
     w = a.warmup
     fig = new_figure((10.5, 5))
     ax = fig.subplots()
-    for suffix, color, label, shift in (("none", "C0", "no warmup", 0.97),
-                                        ("warm", "C1", "warmup > 0", 1.03)):
+    for suffix, color, label, shift in (
+        ("none", "C0", "no warmup", 0.97),
+        ("warm", "C1", "warmup > 0", 1.03),
+    ):
         lr = pd.to_numeric(w[f"lr_best_tried_{suffix}"], errors="coerce")
         ok = lr.notna()
         if ok.any():
-            ax.scatter(w.loc[ok, "batch_size"] * shift, lr[ok], marker="o", color=color,
-                       label=f"best tried lr, {label}")
+            ax.scatter(
+                w.loc[ok, "batch_size"] * shift,
+                lr[ok],
+                marker="o",
+                color=color,
+                label=f"best tried lr, {label}",
+            )
         d = pd.to_numeric(w[f"lr_div_{suffix}"], errors="coerce")
         if d.notna().any():
-            ax.scatter(w.loc[d.notna(), "batch_size"] * shift, d[d.notna()], marker="v",
-                       color=color, s=50, label=f"divergence edge, {label}")
+            ax.scatter(
+                w.loc[d.notna(), "batch_size"] * shift,
+                d[d.notna()],
+                marker="v",
+                color=color,
+                s=50,
+                label=f"divergence edge, {label}",
+            )
     wt, best = a.inference.warmup, a.best
     located = best[~best["at_edge"].astype(bool) & best["lr"].notna()]
     if wt is not None and len(located):
         lr = located["lr"].astype(float)
-        ax.plot(located["batch_size"], lr, "-", color="C0", lw=1.5,
-                label=f"model: best lr at warmup {wt.reference:g}")
+        ax.plot(
+            located["batch_size"],
+            lr,
+            "-",
+            color="C0",
+            lw=1.5,
+            label=f"model: best lr at warmup {wt.reference:g}",
+        )
         for lev, m in zip(wt.levels, wt.shift_mu, strict=True):
-            ax.plot(located["batch_size"], lr * 10**m, "-", color="C1", lw=1.5,
-                    label=f"model: best lr at warmup {lev:g} (x{10 ** m:.2f})")
+            ax.plot(
+                located["batch_size"],
+                lr * 10**m,
+                "-",
+                color="C1",
+                lw=1.5,
+                label=f"model: best lr at warmup {lev:g} (x{10**m:.2f})",
+            )
     batch_axes(ax, sorted(w["batch_size"].unique()))
     ax.set_ylabel("peak learning rate")
     handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-    ax.legend(handles.values(), handles.keys(), fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.legend(
+        handles.values(),
+        handles.keys(),
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+    )
     ax.set_title("Warmup: best lr and divergence edge with and without warmup", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

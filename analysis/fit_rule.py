@@ -100,13 +100,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS/report)")
     p.add_argument("--json", type=Path, default=None, help="fit.json path (default OUT/fit.json)")
     p.add_argument("--metric", default="val_loss", help="val_loss (default), val_acc, ...")
-    p.add_argument("--objective", default="metric", choices=["metric", "steps_to_target"],
-                   help="rank trials by the final --metric (default) or by the fewest steps "
-                   "to the sweep's target")
-    p.add_argument("--margin", type=float, default=0.2,
-                   help="equivalence margin around alpha = 1 and 0.5 (default 0.2)")
-    p.add_argument("--n-boot", type=int, default=200,
-                   help="simulated sweeps that calibrate the intervals (default 200)")
+    p.add_argument(
+        "--objective",
+        default="metric",
+        choices=["metric", "steps_to_target"],
+        help="rank trials by the final --metric (default) or by the fewest steps "
+        "to the sweep's target",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.2,
+        help="equivalence margin around alpha = 1 and 0.5 (default 0.2)",
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=200,
+        help="simulated sweeps that calibrate the intervals (default 200)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of those simulations")
     args = p.parse_args(argv)
     if args.n_boot < 0:
@@ -118,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or args.results / "report"
     try:
-        a = analyze(args.results, metric=args.metric, n_boot=args.n_boot, seed=args.seed,
-                    objective=args.objective, margin=args.margin)
+        a = analyze(
+            args.results,
+            metric=args.metric,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            objective=args.objective,
+            margin=args.margin,
+        )
         from analysis.report import write_report  # matplotlib only when there is a report
 
         written = write_report(a, out, args.json)

@@ -15,8 +15,8 @@
 
 Numbers only: `analysis.decision` turns them into a verdict, `analysis.verdict` into words.
 
-    >>> inf = infer(results.trials, "val_loss", replicates=200)
-    >>> inf.alpha, inf.alpha_ci, inf.table
+    inf = infer(results.trials, "val_loss", replicates=200)
+    inf.alpha, inf.alpha_ci, inf.table
 """
 
 from __future__ import annotations
@@ -44,10 +44,29 @@ FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
 MU_LIMIT_DECADES = 1.0  # a per-batch interval open this far beyond the tried lrs is unbounded
 
 TABLE_COLUMNS = [
-    "batch_size", "lr", "lr_ci_lo", "lr_ci_hi", "at_edge", "edge_side", "in_fit",
-    "n_trials", "n_diverged", "n_not_reached", "n_feasible", "n_lrs", "metric_best",
-    "lr_best_tried", "metric_best_tried", "lr_div", "lr_feasible_max", "floor",
-    "curv_left", "curv_right", "noise_sd", "fit", "mu_model",
+    "batch_size",
+    "lr",
+    "lr_ci_lo",
+    "lr_ci_hi",
+    "at_edge",
+    "edge_side",
+    "in_fit",
+    "n_trials",
+    "n_diverged",
+    "n_not_reached",
+    "n_feasible",
+    "n_lrs",
+    "metric_best",
+    "lr_best_tried",
+    "metric_best_tried",
+    "lr_div",
+    "lr_feasible_max",
+    "floor",
+    "curv_left",
+    "curv_right",
+    "noise_sd",
+    "fit",
+    "mu_model",
 ]
 
 
@@ -198,8 +217,7 @@ def _counts(group: pd.DataFrame, metric: str) -> dict:
         "batch_size": int(group["batch_size"].iloc[0]),
         "n_trials": len(group),
         "n_diverged": diverged,
-        "n_not_reached": int((~finite).sum()) - diverged if metric in NOT_REACHED_METRICS
-        else 0,
+        "n_not_reached": int((~finite).sum()) - diverged if metric in NOT_REACHED_METRICS else 0,
         "n_feasible": int(finite.sum()),
         "n_lrs": int(np.unique(np.round(np.log10(feas["lr"].to_numpy(dtype=float)), 6)).size),
         "lr_feasible_max": float(feas["lr"].max()) if len(feas) else None,
@@ -241,18 +259,23 @@ def infer(
     for b, group in fin.groupby("batch_size", sort=True):
         rows.append(_counts(group, metric))
         brackets[int(b)] = _bracket(group)
-    table = pd.DataFrame.from_records(rows, columns=TABLE_COLUMNS) if rows else pd.DataFrame(
-        columns=TABLE_COLUMNS)
+    table = (
+        pd.DataFrame.from_records(rows, columns=TABLE_COLUMNS)
+        if rows
+        else pd.DataFrame(columns=TABLE_COLUMNS)
+    )
     if table.empty:
         return Inference(metric, maximize, log_scale, table, 0, None, None)
     sign = -1.0 if maximize else 1.0
     table["in_fit"] = [brackets[int(b)][0] for b in table["batch_size"]]
     table["edge_side"] = [brackets[int(b)][1] for b in table["batch_size"]]
     table["lr_best_tried"] = [brackets[int(b)][2] for b in table["batch_size"]]
-    table["metric_best_tried"] = [_unorient(brackets[int(b)][3], sign, log_scale)
-                                  for b in table["batch_size"]]
-    table["lr_div"] = [_div_edge(fin[fin["batch_size"] == b], brackets[int(b)][2])
-                       for b in table["batch_size"]]
+    table["metric_best_tried"] = [
+        _unorient(brackets[int(b)][3], sign, log_scale) for b in table["batch_size"]
+    ]
+    table["lr_div"] = [
+        _div_edge(fin[fin["batch_size"] == b], brackets[int(b)][2]) for b in table["batch_size"]
+    ]
     has_finite = fin.groupby("batch_size")["_y"].transform(lambda s: np.isfinite(s).any())
     model_fin = fin[has_finite.astype(bool)]
     rng = np.random.default_rng(seed)
@@ -265,8 +288,9 @@ def infer(
     keep = np.isin(design.batches[design.bi], list(in_fit_b))
     out = dict(metric=metric, maximize=maximize, log_scale=log_scale, table=table, cut=cut)
     if len(in_fit_b) < MIN_POINTS:
-        return Inference(**out, n_model_trials=int(keep.sum()), ref_log_b=None,
-                         basin_width=_width(free))
+        return Inference(
+            **out, n_model_trials=int(keep.sum()), ref_log_b=None, basin_width=_width(free)
+        )
     sub = design.subset(keep)
     sub_cut, sub_free = cut, basin.fit_model(sub, FREE, cut)
     ref = float(sub.log_b.mean())
@@ -351,15 +375,25 @@ def _per_batch(
     nb = design.nb
     mu_cal = None
     if replicates > 0:
-        stats, failed = lr_statistics(design, FREE, cut, free.params, list(range(nb)),
-                                      max(replicates // 4, 20), rng)
+        stats, failed = lr_statistics(
+            design, FREE, cut, free.params, list(range(nb)), max(replicates // 4, 20), rng
+        )
         mu_cal = calibration_from(stats, failed)
     thr = mu_cal.threshold if mu_cal else CHI2_1_95
     table = table.copy()
     table.attrs["mu_cal"] = mu_cal
     pos = {int(b): i for i, b in enumerate(design.batches)}
-    for col in ("lr", "lr_ci_lo", "lr_ci_hi", "floor", "curv_left", "curv_right",
-                "noise_sd", "metric_best", "mu_model"):
+    for col in (
+        "lr",
+        "lr_ci_lo",
+        "lr_ci_hi",
+        "floor",
+        "curv_left",
+        "curv_right",
+        "noise_sd",
+        "metric_best",
+        "mu_model",
+    ):
         table[col] = None
     table["fit"] = "none"
     at_edge = []
@@ -371,8 +405,9 @@ def _per_batch(
         j = pos[b]
         xs = design.x[design.bi == j]
         limit = max(float(xs.max()) - free.params[j], free.params[j] - float(xs.min()))
-        lo, hi = profile_interval(lik, free.params, free.loglik, j, threshold=thr,
-                                  limit=limit + MU_LIMIT_DECADES)
+        lo, hi = profile_interval(
+            lik, free.params, free.loglik, j, threshold=thr, limit=limit + MU_LIMIT_DECADES
+        )
         mu = float(free.params[j])
         bracketed = bool(row["in_fit"])
         table.at[i, "floor"] = _unorient(float(u["f_b"][j]), sign, log_scale)
@@ -406,7 +441,8 @@ def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -
     rules: dict = {}
     fits: dict[str, Fit] = {}
     names = ["power", "linear", "sqrt", "saturating", "curved"] + (
-        ["constant"] if constant else [])
+        ["constant"] if constant else []
+    )
     for name in names:
         model = _mu_model(name, ref)
         f = fit_model(sub, model, cut, start=free.params)
@@ -420,15 +456,22 @@ def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -
         if name == "curved" and len(sub.batches) < 4:
             continue
         fits[name] = f
-        rules[name] = RuleFit(name, f.loglik, f.n_params, f.aicc,
-                              tuple(float(v) for v in f.params[: f.layout.k_mu]), f.converged)
+        rules[name] = RuleFit(
+            name,
+            f.loglik,
+            f.n_params,
+            f.aicc,
+            tuple(float(v) for v in f.params[: f.layout.k_mu]),
+            f.converged,
+        )
     rules["_power_fit"] = fits["power"]
     rules["_saturating_fit"] = fits["saturating"]
     return rules
 
 
-def _alpha(sub: Design, cut: float, power_fit: Fit, ref: float, rng: np.random.Generator,
-           replicates: int):
+def _alpha(
+    sub: Design, cut: float, power_fit: Fit, ref: float, rng: np.random.Generator, replicates: int
+):
     model = basin.power(ref)
     lik = Likelihood(sub, model, cut)
     alpha = float(power_fit.params[1])
@@ -439,8 +482,9 @@ def _alpha(sub: Design, cut: float, power_fit: Fit, ref: float, rng: np.random.G
         stats, failed = lr_statistics(sub, model, cut, power_fit.params, [1], replicates, rng)
         cal = calibration_from(stats, failed)
         if cal.widened:
-            ci = profile_interval(lik, power_fit.params, power_fit.loglik, 1,
-                                  threshold=cal.threshold, limit=4.0)
+            ci = profile_interval(
+                lik, power_fit.params, power_fit.loglik, 1, threshold=cal.threshold, limit=4.0
+            )
     return alpha, ci_chi2, ci, cal
 
 
@@ -451,8 +495,9 @@ def _b_noise(sub: Design, cut: float, sat: Fit):
     lo_b, hi_b = lik.bounds()[1]
     v = float(sat.params[1])
     at_bound = v <= lo_b + 1e-3 or v >= hi_b - 1e-3
-    lo, hi = profile_interval(lik, sat.params, sat.loglik, 1, step=0.1,
-                              limit=max(v - lo_b, hi_b - v))
+    lo, hi = profile_interval(
+        lik, sat.params, sat.loglik, 1, step=0.1, limit=max(v - lo_b, hi_b - v)
+    )
     lo = None if lo is None or lo <= lo_b + 1e-3 else lo
     hi = None if hi is None or hi >= hi_b - 1e-3 else hi
     b_noise = None if at_bound else float(10**v)

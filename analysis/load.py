@@ -9,11 +9,11 @@ and nothing is ever unpickled, so folders copied from someone else are safe to r
 Tolerated, counted and reported in `LoadSummary`: trials with no result lines yet, a truncated
 last line (a crash mid-write), unreadable lines, unknown extra keys, unreadable `params.json`.
 
-    >>> from analysis.load import load_results
-    >>> res = load_results("results/default")
-    >>> res.epochs    # one row per (trial, epoch)
-    >>> res.trials    # one row per trial: config, status, final metrics
-    >>> res.summary   # counts of what was found, skipped and truncated
+    from analysis.load import load_results
+    res = load_results("results/default")
+    res.epochs    # one row per (trial, epoch)
+    res.trials    # one row per trial: config, status, final metrics
+    res.summary   # counts of what was found, skipped and truncated
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Config keys promoted to columns (docs/design.md, "Contracts"); other params.json keys are
-# ignored.
+from trainables.contract import PARAM_KEYS, maximize
+
+# Config keys promoted to columns (docs/design.md, "The trial contract"); other params.json
+# keys are ignored.
 CONFIG_COLUMNS: tuple[str, ...] = (
     "batch_size",
     "lr",  # peak learning rate, per step
@@ -47,6 +49,7 @@ CONFIG_COLUMNS: tuple[str, ...] = (
     "target_value",
     "measure_noise_scale",  # trials reported the gradient noise scale `noise_scale`
 )
+assert set(CONFIG_COLUMNS) <= set(PARAM_KEYS), "a column the trial contract does not define"
 CONFIG_DEFAULTS: dict[str, Any] = {"warmup_epochs": 0.0, "seed": 0, "phase": "unknown"}
 # Ray's housekeeping keys in result.json that say nothing about training.
 RAY_NOISE_KEYS = frozenset(
@@ -65,7 +68,6 @@ RAY_NOISE_KEYS = frozenset(
         "done",
     }
 )
-STATUSES = ("done", "diverged", "partial", "empty")
 REPORT_MARKERS = frozenset({"report.md", "report.html"})
 
 
@@ -391,7 +393,7 @@ NOT_REACHED_METRICS = frozenset({"steps_to_target"})  # nan = target never reach
 
 def maximize_metric(metric: str) -> bool:
     """Accuracies are maximised, everything else (losses, errors, steps) minimised."""
-    return "acc" in metric.lower()
+    return maximize(metric)
 
 
 def add_feasible(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -400,7 +402,8 @@ def add_feasible(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     fin = finished_trials(trials).copy()
     values = pd.to_numeric(fin[metric], errors="coerce").astype(float)
     finite = np.isfinite(values.to_numpy())
-    fin["feasible"] = finite if metric in NOT_REACHED_METRICS else (
-        (fin["status"] == "done") & finite)
+    fin["feasible"] = (
+        finite if metric in NOT_REACHED_METRICS else ((fin["status"] == "done") & finite)
+    )
     fin[metric] = values
     return fin

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
-ADAPTIVE_OPTIMIZERS = ("adam", "adamw")
-DEFAULT_MOMENTUM = 0.9  # what make_optimizer uses when momentum is 0
+from trainables.contract import ADAPTIVE_OPTIMIZERS, DEFAULT_MOMENTUM, MOMENTUM_OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,10 @@ class OptimizerInfo:
 
     def describe(self) -> str:
         if self.momentum is not None:
-            return (f"SGD with {'Nesterov ' if self.name == 'nesterov' else ''}momentum "
-                    f"m = {self.momentum:g}")
+            return (
+                f"SGD with {'Nesterov ' if self.name == 'nesterov' else ''}momentum "
+                f"m = {self.momentum:g}"
+            )
         return {"sgd": "plain SGD", "adam": "Adam", "adamw": "AdamW"}.get(self.name, self.name)
 
 
@@ -65,19 +65,25 @@ def optimizer_text(info: OptimizerInfo, best: pd.DataFrame) -> str:
     """The report's paragraph on the optimizer."""
     text = f"Optimizer (from params.json): {info.describe()}."
     if info.name == "mixed":
-        return (text + " WARNING: the trials used different optimizers; their best lrs are "
-                "mixed in one fit. Analyse each optimizer's sweep on its own "
-                "(`python -m analysis.compare_optimizers` compares them).")
+        return (
+            text + " WARNING: the trials used different optimizers; their best lrs are "
+            "mixed in one fit. Analyse each optimizer's sweep on its own "
+            "(`python -m analysis.compare_optimizers` compares them)."
+        )
     if info.momentum is not None:
         f = info.effective_factor
         lrs = [(int(r["batch_size"]), r["lr"]) for _, r in best.iterrows() if pd.notna(r["lr"])]
         listed = ", ".join(f"B={b}: {lr * f:.3g}" for b, lr in lrs)
-        text += (f" Effective lr = lr / (1 - m) = {f:.3g} x lr (the step size in the long run "
-                 f"of momentum); best effective lrs: {listed or 'none located'}. With m fixed, "
-                 f"the exponent alpha is the same for the lr and the effective lr.")
+        text += (
+            f" Effective lr = lr / (1 - m) = {f:.3g} x lr (the step size in the long run "
+            f"of momentum); best effective lrs: {listed or 'none located'}. With m fixed, "
+            f"the exponent alpha is the same for the lr and the effective lr."
+        )
     elif info.adaptive:
-        text += (" Adam rescales every step by its own gradient statistics, so the folklore "
-                 "says its lr needs no change with the batch size (alpha = 0); theory says "
-                 "about sqrt (Malladi et al. 2022), with a possible fall past the noise scale "
-                 "(surge, Li et al. 2024). The constant rule is fitted beside linear and sqrt.")
+        text += (
+            " Adam rescales every step by its own gradient statistics, so the folklore "
+            "says its lr needs no change with the batch size (alpha = 0); theory says "
+            "about sqrt (Malladi et al. 2022), with a possible fall past the noise scale "
+            "(surge, Li et al. 2024). The constant rule is fitted beside linear and sqrt."
+        )
     return text

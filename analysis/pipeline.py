@@ -1,8 +1,8 @@
 """The whole analysis as one call: results folder -> `Analysis` (every table the report needs).
 
-    >>> from analysis.pipeline import analyze
-    >>> a = analyze("results/default", metric="val_loss")
-    >>> a.verdict.verdict, a.inference.alpha, a.inference.alpha_ci, a.best
+    from analysis.pipeline import analyze
+    a = analyze("results/default", metric="val_loss")
+    a.verdict.verdict, a.inference.alpha, a.inference.alpha_ci, a.best
 
 Steps: `analysis.load` (JSON only) -> `analysis.inference` (one likelihood model of every
 finished trial: best lr per batch size, rules, alpha, calibration, warmup test) ->
@@ -36,22 +36,18 @@ from analysis.noise import NoiseScale, measured_noise_scale
 from analysis.optimizers import OptimizerInfo, optimizer_info
 from analysis.steps import STEPS, StepsCurve, has_steps, steps_curve
 from analysis.verdict import Verdict, explain, no_change_text
+from trainables.contract import METRIC_KEYS
+from trainables.contract import OBJECTIVES as CONTRACT_OBJECTIVES
 
 # result.json columns that are bookkeeping, not metrics one could choose with --metric
 NOT_METRICS = frozenset(
     {
         "trial",
-        "epoch",
-        "diverged",
-        "examples_seen",
-        "step",
-        "lr_now",
-        "timesteps_total",
         "training_iteration",
         "time_this_iter_s",
         "time_total_s",
-        "noise_scale",  # a diagnostic (analysis.noise), not an objective
         *CONFIG_COLUMNS,
+        *(set(METRIC_KEYS) - set(CONTRACT_OBJECTIVES) - {"train_time_s"}),
     }
 )
 OBJECTIVES = ("metric", STEPS)  # final value of --metric, or fewest steps to the target
@@ -130,8 +126,10 @@ def check_steps(trials: pd.DataFrame) -> None:
     fin = trials[trials["status"].isin(("done", "diverged"))]
     if has_steps(fin):
         return
-    targeted = "target_metric" in trials.columns and (trials["target_metric"].fillna("")
-                                                       .astype(str) != "").any()
+    targeted = (
+        "target_metric" in trials.columns
+        and (trials["target_metric"].fillna("").astype(str) != "").any()
+    )
     if targeted:
         raise AnalysisError(
             "no finished trial reached its target, so steps_to_target cannot rank them; "
@@ -168,8 +166,17 @@ def analyze(
         metric, objective = STEPS, STEPS
     else:
         check_metric(res.epochs, res.trials, metric)
-    return analyze_trials(res.trials, res.epochs, res.summary, str(results_dir), metric,
-                          n_boot, seed, objective, margin)
+    return analyze_trials(
+        res.trials,
+        res.epochs,
+        res.summary,
+        str(results_dir),
+        metric,
+        n_boot,
+        seed,
+        objective,
+        margin,
+    )
 
 
 def analyze_trials(
@@ -186,8 +193,7 @@ def analyze_trials(
     """`analyze` on tables already loaded (the sweep's design loop calls it too)."""
     info = optimizer_info(trials)
     maximize = maximize_metric(metric)
-    inf = infer(trials, metric, maximize, replicates=n_boot, seed=seed,
-                constant=info.adaptive)
+    inf = infer(trials, metric, maximize, replicates=n_boot, seed=seed, constant=info.adaptive)
     dec = decide(inf, margin)
     best = inf.table
     rules, anchor = rule_table(trials, best, metric)

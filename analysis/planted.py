@@ -53,8 +53,9 @@ class Truth:
         """log10 of the best lr at batch size b."""
         return math.log10(self.law.lr_star(b)) + (self.warmup_mu if warmup > 0 else 0.0)
 
-    def loss(self, b: float, x: np.ndarray, warmup: float, b_min: float
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def loss(
+        self, b: float, x: np.ndarray, warmup: float, b_min: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(mean final loss, diverged) at log10 lrs x."""
         d = x - self.optimum(b, warmup)
         dbl = math.log2(b / b_min)
@@ -101,16 +102,35 @@ class Scenario:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _trial(rows: list, truth: Truth, b: int, x: float, w: float, seed: int, phase: str,
-           b_min: int, rng: np.random.Generator, partial: float) -> float:
+def _trial(
+    rows: list,
+    truth: Truth,
+    b: int,
+    x: float,
+    w: float,
+    seed: int,
+    phase: str,
+    b_min: int,
+    rng: np.random.Generator,
+    partial: float,
+) -> float:
     mean, div = truth.loss(b, np.array([x]), w, b_min)
     y = float(mean[0] + rng.normal(0, truth.noise_sd(b, b_min)))
     status = "diverged" if div[0] else ("partial" if rng.random() < partial else "done")
-    rows.append({
-        "trial": f"t{len(rows):05d}", "batch_size": b, "lr": 10**x, "warmup_epochs": w,
-        "seed": seed, "phase": phase, "status": status, "epochs": 5, "optimizer": "sgd",
-        "val_loss": math.nan if div[0] else y,
-    })
+    rows.append(
+        {
+            "trial": f"t{len(rows):05d}",
+            "batch_size": b,
+            "lr": 10**x,
+            "warmup_epochs": w,
+            "seed": seed,
+            "phase": phase,
+            "status": status,
+            "epochs": 5,
+            "optimizer": "sgd",
+            "val_loss": math.nan if div[0] else y,
+        }
+    )
     return math.inf if div[0] else y
 
 
@@ -130,13 +150,15 @@ def simulate(sc: Scenario, seed: int) -> pd.DataFrame:
         return pd.DataFrame(rows)
     for b in d.batch_sizes:  # the linear-scaling grid, told to every study first
         for w in d.warmups:
-            _trial(rows, t, b, math.log10(d.grid_lr0 * b / b_min), w, 0, "grid", b_min, rng,
-                   0.0)
+            _trial(rows, t, b, math.log10(d.grid_lr0 * b / b_min), w, 0, "grid", b_min, rng, 0.0)
     for b in d.batch_sizes:
         centre = math.log10(d.centre_lr0) + d.centre_alpha * math.log10(b / b_min)
         lo, hi = centre - d.range_decades, centre + d.range_decades
-        seen = [(math.log10(r["lr"]), r["val_loss"] if r["status"] != "diverged" else math.inf)
-                for r in rows if r["batch_size"] == b]
+        seen = [
+            (math.log10(r["lr"]), r["val_loss"] if r["status"] != "diverged" else math.inf)
+            for r in rows
+            if r["batch_size"] == b
+        ]
         for k in range(d.trials):
             w = float(rng.choice(d.warmups))
             if k < d.startup:
@@ -148,12 +170,24 @@ def simulate(sc: Scenario, seed: int) -> pd.DataFrame:
                 x = float(np.clip(best + rng.normal(0, sd), lo, hi))
             y = _trial(rows, t, b, x, w, 0, "optuna", b_min, rng, d.partial)
             seen.append((x, y))
-        ranked = sorted((r for r in rows if r["batch_size"] == b and r["status"] == "done"),
-                        key=lambda r: r["val_loss"])[: d.confirm_top]
+        ranked = sorted(
+            (r for r in rows if r["batch_size"] == b and r["status"] == "done"),
+            key=lambda r: r["val_loss"],
+        )[: d.confirm_top]
         for r in ranked:
             for s in range(1, d.confirm_seeds + 1):
-                _trial(rows, t, b, math.log10(r["lr"]), r["warmup_epochs"], s, "confirm",
-                       b_min, rng, d.partial)
+                _trial(
+                    rows,
+                    t,
+                    b,
+                    math.log10(r["lr"]),
+                    r["warmup_epochs"],
+                    s,
+                    "confirm",
+                    b_min,
+                    rng,
+                    d.partial,
+                )
     return pd.DataFrame(rows)
 
 
@@ -175,29 +209,78 @@ def scenarios() -> dict[str, Scenario]:
     opt = Design()
     return {
         "linear": Scenario(lin, opt, "linear", 1.0, "planted linear rule, Optuna-like design"),
-        "sqrt": Scenario(sq, replace(opt, centre_alpha=0.5), "sqrt", 0.5,
-                         "planted sqrt rule, search centred on the sqrt rule"),
-        "sqrt_linear_centre": Scenario(sq, opt, "sqrt", 0.5,
-                                       "planted sqrt rule, search centred on the linear rule"),
-        "alpha_075": Scenario(Truth(Law("power", lr0=0.02, alpha=0.75)), opt, "neither", 0.75,
-                              "intermediate alpha: never linear or sqrt"),
-        "constant": Scenario(Truth(Law("power", lr0=0.002, alpha=0.0)),
-                             replace(opt, centre_lr0=0.002, centre_alpha=0.0, grid_lr0=0.0005),
-                             "neither", 0.0, "Adam-like: the best lr does not change"),
-        "saturating": Scenario(Truth(Law("saturating", lr_max=1.0, b_noise=64.0)),
-                               replace(opt, batch_sizes=WIDE, centre_lr0=0.015,
-                                       centre_alpha=0.6),
-                               "neither", None, "linear then flat, knee B_noise = 64 inside"),
-        "cliff": Scenario(replace(lin, cliff0=0.6, cliff_slope=0.1, cliff_min=0.1), opt,
-                          "linear", 1.0, "a divergence cliff that closes in to 0.1 decade"),
-        "noisy": Scenario(replace(lin, noise=0.03), opt, "linear", 1.0,
-                          "seed noise 3x: the rules should often stay undecided"),
-        "narrow": Scenario(sq, replace(opt, batch_sizes=(8, 12, 16, 24), centre_alpha=0.75),
-                           "sqrt", 0.5, "4 batch sizes over 3x: underpowered"),
-        "grid13": Scenario(Truth(Law("linear", lr0=0.02), curv_left=0.15, curv_right=0.15,
-                                 skew=0.0, noise=0.01, noise_slope=0.0, cliff0=5.0,
-                                 warmup_mu=0.0, warmup_floor=0.0),
-                           Design(kind="grid", warmups=(0.0,), centre_lr0=0.02,
-                                  offsets=tuple(np.round(np.linspace(-1.5, 1.5, 13), 6))),
-                           "linear", 1.0, "clean planted linear law, 13 lrs over 3 decades"),
+        "sqrt": Scenario(
+            sq,
+            replace(opt, centre_alpha=0.5),
+            "sqrt",
+            0.5,
+            "planted sqrt rule, search centred on the sqrt rule",
+        ),
+        "sqrt_linear_centre": Scenario(
+            sq, opt, "sqrt", 0.5, "planted sqrt rule, search centred on the linear rule"
+        ),
+        "alpha_075": Scenario(
+            Truth(Law("power", lr0=0.02, alpha=0.75)),
+            opt,
+            "neither",
+            0.75,
+            "intermediate alpha: never linear or sqrt",
+        ),
+        "constant": Scenario(
+            Truth(Law("power", lr0=0.002, alpha=0.0)),
+            replace(opt, centre_lr0=0.002, centre_alpha=0.0, grid_lr0=0.0005),
+            "neither",
+            0.0,
+            "Adam-like: the best lr does not change",
+        ),
+        "saturating": Scenario(
+            Truth(Law("saturating", lr_max=1.0, b_noise=64.0)),
+            replace(opt, batch_sizes=WIDE, centre_lr0=0.015, centre_alpha=0.6),
+            "neither",
+            None,
+            "linear then flat, knee B_noise = 64 inside",
+        ),
+        "cliff": Scenario(
+            replace(lin, cliff0=0.6, cliff_slope=0.1, cliff_min=0.1),
+            opt,
+            "linear",
+            1.0,
+            "a divergence cliff that closes in to 0.1 decade",
+        ),
+        "noisy": Scenario(
+            replace(lin, noise=0.03),
+            opt,
+            "linear",
+            1.0,
+            "seed noise 3x: the rules should often stay undecided",
+        ),
+        "narrow": Scenario(
+            sq,
+            replace(opt, batch_sizes=(8, 12, 16, 24), centre_alpha=0.75),
+            "sqrt",
+            0.5,
+            "4 batch sizes over 3x: underpowered",
+        ),
+        "grid13": Scenario(
+            Truth(
+                Law("linear", lr0=0.02),
+                curv_left=0.15,
+                curv_right=0.15,
+                skew=0.0,
+                noise=0.01,
+                noise_slope=0.0,
+                cliff0=5.0,
+                warmup_mu=0.0,
+                warmup_floor=0.0,
+            ),
+            Design(
+                kind="grid",
+                warmups=(0.0,),
+                centre_lr0=0.02,
+                offsets=tuple(np.round(np.linspace(-1.5, 1.5, 13), 6)),
+            ),
+            "linear",
+            1.0,
+            "clean planted linear law, 13 lrs over 3 decades",
+        ),
     }

@@ -93,8 +93,9 @@ def clip_lr_axis(ax, best: pd.DataFrame) -> None:
         ax.set_ylim(v.min() / 1.6, v.max() * 1.6)
 
 
-def draw_best_lrs(ax, best: pd.DataFrame, color: str = "k", marker: str = "o",
-                  prefix: str = "") -> None:
+def draw_best_lrs(
+    ax, best: pd.DataFrame, color: str = "k", marker: str = "o", prefix: str = ""
+) -> None:
     """Located optima with their 95% intervals; optima at the edge as one-sided bounds
     (an arrow towards the open side)."""
     has = best[best["lr"].notna()]
@@ -103,18 +104,35 @@ def draw_best_lrs(ax, best: pd.DataFrame, color: str = "k", marker: str = "o",
         lr = located["lr"].astype(float)
         lo = (lr - located["lr_ci_lo"].astype(float)).clip(lower=0)
         hi = (located["lr_ci_hi"].astype(float) - lr).clip(lower=0)
-        ax.errorbar(located["batch_size"], lr, yerr=[lo, hi], fmt=marker, color=color,
-                    capsize=3, ms=6, label=f"{prefix}best lr (95% CI)")
+        ax.errorbar(
+            located["batch_size"],
+            lr,
+            yerr=[lo, hi],
+            fmt=marker,
+            color=color,
+            capsize=3,
+            ms=6,
+            label=f"{prefix}best lr (95% CI)",
+        )
     edge = has[has["at_edge"].astype(bool)]
     for _, r in edge.iterrows():
         up = finite_or_none(r["lr_ci_hi"]) is None
-        ax.annotate("", xy=(r["batch_size"], float(r["lr"]) * (1.8 if up else 1 / 1.8)),
-                    xytext=(r["batch_size"], float(r["lr"])),
-                    arrowprops={"arrowstyle": "->", "color": color, "lw": 1.2})
+        ax.annotate(
+            "",
+            xy=(r["batch_size"], float(r["lr"]) * (1.8 if up else 1 / 1.8)),
+            xytext=(r["batch_size"], float(r["lr"])),
+            arrowprops={"arrowstyle": "->", "color": color, "lw": 1.2},
+        )
     if len(edge):
-        ax.scatter(edge["batch_size"], edge["lr"].astype(float), marker=marker, s=40,
-                   facecolors="none", edgecolors=color,
-                   label=f"{prefix}at the edge: a bound (arrow: open side)")
+        ax.scatter(
+            edge["batch_size"],
+            edge["lr"].astype(float),
+            marker=marker,
+            s=40,
+            facecolors="none",
+            edgecolors=color,
+            label=f"{prefix}at the edge: a bound (arrow: open side)",
+        )
 
 
 def draw_rule(ax, inf: Inference, name: str, b_line: np.ndarray, label: str, **style) -> None:
@@ -131,12 +149,17 @@ def alpha_fan(ax, inf: Inference, b_line: np.ndarray, color: str = "C2") -> None
     p = inf.rules["power"].mu_params
     x = np.log10(b_line) - inf.ref_log_b
     lo, hi = inf.alpha_ci
-    ax.plot(b_line, 10 ** (p[0] + p[1] * x), color=color, lw=2,
-            label=f"power law, alpha = {inf.alpha:.2f} "
-                  f"[{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]")
+    ax.plot(
+        b_line,
+        10 ** (p[0] + p[1] * x),
+        color=color,
+        lw=2,
+        label=f"power law, alpha = {inf.alpha:.2f} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]",
+    )
     if lo is not None and hi is not None:
-        ax.fill_between(b_line, 10 ** (p[0] + lo * x), 10 ** (p[0] + hi * x), color=color,
-                        alpha=0.15, lw=0)
+        ax.fill_between(
+            b_line, 10 ** (p[0] + lo * x), 10 ** (p[0] + hi * x), color=color, alpha=0.15, lw=0
+        )
 
 
 def draw_steps(curve: StepsCurve, path: Path, title_prefix: str) -> None:
@@ -153,24 +176,50 @@ def draw_steps(curve: StepsCurve, path: Path, title_prefix: str) -> None:
             if hi > lo * 1.001:
                 ax.axvspan(lo, hi, color=REGIME_COLORS[regime], alpha=0.12, lw=0, label=regime)
         xs = np.linspace(np.log10(bs.min()), np.log10(bs.max()), 200)
-        ax.plot(10**xs, 10 ** f.log_steps(xs), "-", color="k", lw=1.5,
-                label=f"piecewise fit (middle slope {f.slope_mid:.2f})")
+        ax.plot(
+            10**xs,
+            10 ** f.log_steps(xs),
+            "-",
+            color="k",
+            lw=1.5,
+            label=f"piecewise fit (middle slope {f.slope_mid:.2f})",
+        )
     c = curve.critical
     if c is not None and c.b_crit is not None:
         line = np.geomspace(bs.min(), bs.max(), 100)
-        ax.plot(line, c.steps(line), "--", color="C4", lw=1.5,
-                label=f"S_min (1 + B_crit/B), B_crit = {c.b_crit:.3g}")
+        ax.plot(
+            line,
+            c.steps(line),
+            "--",
+            color="C4",
+            lw=1.5,
+            label=f"S_min (1 + B_crit/B), B_crit = {c.b_crit:.3g}",
+        )
     if len(ok):
         b0, s0 = float(ok["batch_size"].iloc[0]), float(ok["steps"].iloc[0])
         line = np.geomspace(bs.min(), bs.max(), 50)
         ax.plot(line, s0 * b0 / line, ":", color="C2", label="perfect scaling from smallest B")
-        ax.plot(ok["batch_size"], ok["steps"], "o", color="k", ms=7,
-                label="fewest steps over the lrs tried")
+        ax.plot(
+            ok["batch_size"],
+            ok["steps"],
+            "o",
+            color="k",
+            ms=7,
+            label="fewest steps over the lrs tried",
+        )
     never = t[t["steps"].isna()]
     if len(never):
         tr = blended_transform_factory(ax.transData, ax.transAxes)
-        ax.scatter(never["batch_size"], np.full(len(never), 0.96), marker="x", color="red",
-                   s=40, transform=tr, clip_on=False, label="target never reached")
+        ax.scatter(
+            never["batch_size"],
+            np.full(len(never), 0.96),
+            marker="x",
+            color="red",
+            s=40,
+            transform=tr,
+            clip_on=False,
+            label="target never reached",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(list(bs), [str(int(b)) for b in bs])
@@ -181,7 +230,9 @@ def draw_steps(curve: StepsCurve, path: Path, title_prefix: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     target = f" ({curve.target})" if curve.target else ""
-    ax.set_title(f"{title_prefix}Steps to target{target} against batch size "
-                 "(Shallue et al. 2018)", fontsize=11)
+    ax.set_title(
+        f"{title_prefix}Steps to target{target} against batch size (Shallue et al. 2018)",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -1,8 +1,8 @@
 """Turn an `Analysis` into files: figures/*.png, report.md, report.html, fit.json.
 
-    >>> from analysis.pipeline import analyze
-    >>> from analysis.report import write_report
-    >>> paths = write_report(analyze("results/default"), "results/default/report")
+    from analysis.pipeline import analyze
+    from analysis.report import write_report
+    paths = write_report(analyze("results/default"), "results/default/report")
 
 Three parts, one job each: `analysis.schema` (fit.json), `analysis.content` (what the report
 says, as blocks) and `analysis.render` (Markdown, and HTML with the figures inlined);

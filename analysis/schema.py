@@ -54,29 +54,32 @@ def best_lr_records(best: pd.DataFrame, effective_factor: float | None = None) -
     for _, r in best.iterrows():
         lr = finite_or_none(r["lr"])
         mu = finite_or_none(r.get("mu_model"))
-        out.append({
-            "batch_size": int(r["batch_size"]),
-            "lr": lr,
-            "lr_ci": [finite_or_none(r["lr_ci_lo"]), finite_or_none(r["lr_ci_hi"])],
-            "at_edge": bool(r["at_edge"]),
-            "n_trials": int(r["n_trials"]),
-            "n_diverged": int(r["n_diverged"]),
-            "n_lrs": int(r["n_lrs"]),
-            "metric_best": finite_or_none(r["metric_best"]),
-            "lr_best_tried": finite_or_none(r["lr_best_tried"]),
-            "metric_best_tried": finite_or_none(r["metric_best_tried"]),
-            "lr_div": finite_or_none(r["lr_div"]),
-            "fit": r["fit"],
-            "bootstrap": "none",  # kept for old readers: the interval is a profile likelihood
-            "n_not_reached": int(r.get("n_not_reached", 0) or 0),
-            "effective_lr": None if lr is None or effective_factor is None
-            else lr * effective_factor,
-            "in_fit": bool(r["in_fit"]),
-            "edge_side": r["edge_side"] if isinstance(r["edge_side"], str) else None,
-            "lr_model": None if mu is None else 10**mu,
-            "floor": finite_or_none(r["floor"]),
-            "noise_sd": finite_or_none(r["noise_sd"]),
-        })
+        out.append(
+            {
+                "batch_size": int(r["batch_size"]),
+                "lr": lr,
+                "lr_ci": [finite_or_none(r["lr_ci_lo"]), finite_or_none(r["lr_ci_hi"])],
+                "at_edge": bool(r["at_edge"]),
+                "n_trials": int(r["n_trials"]),
+                "n_diverged": int(r["n_diverged"]),
+                "n_lrs": int(r["n_lrs"]),
+                "metric_best": finite_or_none(r["metric_best"]),
+                "lr_best_tried": finite_or_none(r["lr_best_tried"]),
+                "metric_best_tried": finite_or_none(r["metric_best_tried"]),
+                "lr_div": finite_or_none(r["lr_div"]),
+                "fit": r["fit"],
+                "bootstrap": "none",  # kept for old readers: the interval is a profile likelihood
+                "n_not_reached": int(r.get("n_not_reached", 0) or 0),
+                "effective_lr": None
+                if lr is None or effective_factor is None
+                else lr * effective_factor,
+                "in_fit": bool(r["in_fit"]),
+                "edge_side": r["edge_side"] if isinstance(r["edge_side"], str) else None,
+                "lr_model": None if mu is None else 10**mu,
+                "floor": finite_or_none(r["floor"]),
+                "noise_sd": finite_or_none(r["noise_sd"]),
+            }
+        )
     return out
 
 
@@ -87,8 +90,7 @@ def _models(inf: Inference) -> dict:
         entry: dict[str, Any] = {
             "aic": None if r is None else r.aicc,
             "aicc": None if r is None else r.aicc,
-            "bic": None if r is None else -2 * r.loglik + r.k * np.log(max(inf.n_model_trials,
-                                                                           1)),
+            "bic": None if r is None else -2 * r.loglik + r.k * np.log(max(inf.n_model_trials, 1)),
             "chi2": None if r is None else -2 * r.loglik,
             "loglik": None if r is None else r.loglik,
             "k": None if r is None else r.k,
@@ -98,8 +100,9 @@ def _models(inf: Inference) -> dict:
         if name in ("constant", "curved") and r is None:
             continue
         models[name] = entry
-    models["saturating"].update({"lr_max": inf.lr_max, "b_noise": inf.b_noise,
-                                 "b_noise_ci": list(inf.b_noise_ci)})
+    models["saturating"].update(
+        {"lr_max": inf.lr_max, "b_noise": inf.b_noise, "b_noise_ci": list(inf.b_noise_ci)}
+    )
     if "curved" in models:
         models["curved"]["peak_batch_size"] = inf.peak_b
     return models
@@ -149,7 +152,8 @@ def fit_json(a: Analysis) -> dict:
         "power_law": {
             "alpha": inf.alpha,
             "alpha_ci": list(inf.alpha_ci),
-            "lr_at_min_batch": None if inf.min_batch is None
+            "lr_at_min_batch": None
+            if inf.min_batch is None
             else inf.lr_at("power", inf.min_batch),
         },
         "models": _models(inf),
@@ -162,7 +166,9 @@ def fit_json(a: Analysis) -> dict:
         "margin": dec.margin,
         "margins": {k: list(v) for k, v in regions(dec.margin).items()},
         "clear_aicc": CLEAR_AICC,
-        "undecided": None if dec.verdict != "inconclusive" else {
+        "undecided": None
+        if dec.verdict != "inconclusive"
+        else {
             "candidates": list(dec.candidates),
             "half_width": dec.half_width,
             "needed_half_width": dec.needed_half_width,
@@ -183,7 +189,8 @@ def fit_json(a: Analysis) -> dict:
             "basin_width_decades": inf.basin_width,
             "log_scale": inf.log_scale,
         },
-        "rule_anchor": None if a.anchor is None
+        "rule_anchor": None
+        if a.anchor is None
         else {"batch_size": a.anchor.batch, "lr": a.anchor.lr0, "source": a.anchor.source},
         "rule_table": a.rules.to_dict(orient="records"),
         "warmup": a.warmup.to_dict(orient="records"),
@@ -197,7 +204,8 @@ def fit_json(a: Analysis) -> dict:
             "momentum": a.optimizer.momentum,
             "effective_lr_factor": a.optimizer.effective_factor,
         },
-        "no_lr_change": None if a.no_change is None
+        "no_lr_change": None
+        if a.no_change is None
         else {"result": a.no_change.result, "text": a.no_change.text},
         "surge": _surge(a),
         "measured_noise_scale": _noise(a),
@@ -211,10 +219,13 @@ def _surge(a: Analysis) -> dict:
     detected = a.decision.reason == "curved"
     if not detected:
         return {"detected": False}
-    return {"detected": True, "b_peak": inf.peak_b,
-            "lr_peak": None if inf.peak_b is None else inf.lr_at("curved", inf.peak_b),
-            "d_aicc": min(r.aicc for m, r in inf.rules.items() if m != "curved")
-            - inf.rules["curved"].aicc}
+    return {
+        "detected": True,
+        "b_peak": inf.peak_b,
+        "lr_peak": None if inf.peak_b is None else inf.lr_at("curved", inf.peak_b),
+        "d_aicc": min(r.aicc for m, r in inf.rules.items() if m != "curved")
+        - inf.rules["curved"].aicc,
+    }
 
 
 def _noise(a: Analysis) -> dict | None:
@@ -222,8 +233,7 @@ def _noise(a: Analysis) -> dict | None:
     if a.noise is None:
         return None
     inf = a.inference
-    ratio = None if a.noise.median is None or inf.b_noise is None \
-        else a.noise.median / inf.b_noise
+    ratio = None if a.noise.median is None or inf.b_noise is None else a.noise.median / inf.b_noise
     return {
         "per_batch": a.noise.table.to_dict(orient="records"),
         "median": a.noise.median,
@@ -255,7 +265,13 @@ def _steps(a: Analysis) -> dict | None:
         "target": a.steps.target,
         "per_batch": a.steps.table.to_dict(orient="records"),
         "regimes": regimes,
-        "critical": None if c is None else {
-            "s_min": c.s_min, "b_crit": c.b_crit, "b_crit_ci": list(c.b_crit_ci),
-            "rmse_decades": c.rmse, "text": critical_text(c)},
+        "critical": None
+        if c is None
+        else {
+            "s_min": c.s_min,
+            "b_crit": c.b_crit,
+            "b_crit_ci": list(c.b_crit_ci),
+            "rmse_decades": c.rmse,
+            "text": critical_text(c),
+        },
     }

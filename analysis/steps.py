@@ -19,8 +19,8 @@ Beside the regimes, McCandlish et al.'s (2018) law S(B) = S_min (1 + B_crit / B)
 by least squares in log10 steps (`fit_critical`), with a profile interval for B_crit (F-test
 on the residual variance): perfect scaling below B_crit, a floor of S_min steps above it.
 
-    >>> curve = steps_curve(results.trials)
-    >>> curve.table, curve.fit.b1, curve.fit.b2
+    curve = steps_curve(results.trials)
+    curve.table, curve.fit.b1, curve.fit.b2
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.stats import f as f_dist
+
+from trainables.contract import maximize
 
 STEPS = "steps_to_target"
 MIN_POINTS = 3  # batch sizes that reached the target, needed for the regime fit
@@ -68,8 +70,11 @@ class Regimes:
 
     def log_steps(self, x: np.ndarray | float) -> np.ndarray:
         x = np.asarray(x, dtype=float)
-        return self.a - np.minimum(x, self.x1) + self.slope_mid * (
-            np.clip(x, self.x1, self.x2) - self.x1)
+        return (
+            self.a
+            - np.minimum(x, self.x1)
+            + self.slope_mid * (np.clip(x, self.x1, self.x2) - self.x1)
+        )
 
     def regime(self, batch: float) -> str:
         """Regime of one batch size: its segment of the fit."""
@@ -112,8 +117,9 @@ def fit_regimes(batch: np.ndarray, steps: np.ndarray) -> Regimes | None:
             if best is None or sse < best[4] - 1e-12:
                 best = (x1, x2, a, m, sse)
     x1, x2, a, m, sse = best  # type: ignore[misc]
-    return Regimes(float(x1), float(x2), a, m, float(np.sqrt(sse / len(x))), float(x.min()),
-                   float(x.max()))
+    return Regimes(
+        float(x1), float(x2), a, m, float(np.sqrt(sse / len(x))), float(x.min()), float(x.max())
+    )
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,12 @@ def fit_critical(batch: np.ndarray, steps: np.ndarray) -> Critical | None:
     lo = None if inside.min() <= grid[0] + 1e-9 else float(10 ** inside.min())
     hi = None if inside.max() >= grid[-1] - 1e-9 else float(10 ** inside.max())
     off = k in (0, len(grid) - 1)
-    return Critical(float(10 ** level[k]), None if off else float(10 ** grid[k]), (lo, hi),
-                    float(np.sqrt(sse_min / n)))
+    return Critical(
+        float(10 ** level[k]),
+        None if off else float(10 ** grid[k]),
+        (lo, hi),
+        float(np.sqrt(sse_min / n)),
+    )
 
 
 def critical_text(c: Critical | None) -> str:
@@ -163,11 +173,15 @@ def critical_text(c: Critical | None) -> str:
         return f"S_min (1 + B_crit / B) not fitted: fewer than {MIN_POINTS} batch sizes."
     fmt = lambda v: "unbounded" if v is None else f"{v:.3g}"  # noqa: E731
     if c.b_crit is None:
-        return (f"McCandlish et al.'s S(B) = S_min (1 + B_crit / B): no knee inside the searched "
-                f"range (B_crit 95% CI {fmt(c.b_crit_ci[0])} to {fmt(c.b_crit_ci[1])}).")
-    return (f"McCandlish et al.'s S(B) = S_min (1 + B_crit / B): S_min = {c.s_min:.3g} steps, "
-            f"B_crit = {c.b_crit:.3g} (95% CI {fmt(c.b_crit_ci[0])} to {fmt(c.b_crit_ci[1])}; "
-            f"residual {c.rmse:.3f} decades).")
+        return (
+            f"McCandlish et al.'s S(B) = S_min (1 + B_crit / B): no knee inside the searched "
+            f"range (B_crit 95% CI {fmt(c.b_crit_ci[0])} to {fmt(c.b_crit_ci[1])})."
+        )
+    return (
+        f"McCandlish et al.'s S(B) = S_min (1 + B_crit / B): S_min = {c.s_min:.3g} steps, "
+        f"B_crit = {c.b_crit:.3g} (95% CI {fmt(c.b_crit_ci[0])} to {fmt(c.b_crit_ci[1])}; "
+        f"residual {c.rmse:.3f} decades)."
+    )
 
 
 @dataclass(frozen=True)
@@ -192,8 +206,10 @@ def target_text(trials: pd.DataFrame) -> str:
     pairs = pairs[pairs["target_metric"].astype(str) != ""]
     if pairs.empty:
         return ""
-    texts = [f"{m} {'>=' if 'acc' in str(m) else '<='} {float(v):g}"
-             for m, v in pairs.itertuples(index=False)]
+    texts = [
+        f"{m} {'>=' if maximize(str(m)) else '<='} {float(v):g}"
+        for m, v in pairs.itertuples(index=False)
+    ]
     return " / ".join(texts)
 
 
@@ -212,15 +228,18 @@ def steps_curve(trials: pd.DataFrame) -> StepsCurve | None:
     fin[STEPS] = pd.to_numeric(fin[STEPS], errors="coerce")
     reached = np.isfinite(fin[STEPS])
     counts = fin.assign(reached=reached).groupby("batch_size")["reached"].agg(["size", "sum"])
-    means = (fin[reached].groupby(["batch_size", "lr", "warmup_epochs"])[STEPS].mean()
-             .reset_index())
+    means = fin[reached].groupby(["batch_size", "lr", "warmup_epochs"])[STEPS].mean().reset_index()
     fewest = means.loc[means.groupby("batch_size")[STEPS].idxmin()].set_index("batch_size")
     batches = sorted(int(b) for b in fin["batch_size"].unique())
-    table = pd.DataFrame({
-        "batch_size": batches,
-        "steps": [float(fewest.at[b, STEPS]) if b in fewest.index else np.nan for b in batches],
-        "lr": [float(fewest.at[b, "lr"]) if b in fewest.index else np.nan for b in batches],
-    })
+    table = pd.DataFrame(
+        {
+            "batch_size": batches,
+            "steps": [
+                float(fewest.at[b, STEPS]) if b in fewest.index else np.nan for b in batches
+            ],
+            "lr": [float(fewest.at[b, "lr"]) if b in fewest.index else np.nan for b in batches],
+        }
+    )
     table["n_trials"] = table["batch_size"].map(counts["size"]).fillna(0).astype(int)
     table["n_reached"] = table["batch_size"].map(counts["sum"]).fillna(0).astype(int)
     fit = fit_regimes(table["batch_size"].to_numpy(), table["steps"].to_numpy())
@@ -236,17 +255,21 @@ def regimes_text(curve: StepsCurve) -> str:
     """The regimes in words, with how they were found."""
     f = curve.fit
     if f is None:
-        return (f"Regimes not fitted: fewer than {MIN_POINTS} batch sizes reached the target.")
+        return f"Regimes not fitted: fewer than {MIN_POINTS} batch sizes reached the target."
     parts = []
     if f.has_perfect:
         parts.append(f"perfect scaling (slope -1) up to B1 = {f.b1:.3g}")
     else:
         parts.append("no perfect-scaling regime at the measured batch sizes")
-    mid_lo, mid_hi = (f.b1 if f.has_perfect else 10**f.x_min), (f.b2 if f.has_plateau
-                                                                  else 10**f.x_max)
+    mid_lo, mid_hi = (
+        (f.b1 if f.has_perfect else 10**f.x_min),
+        (f.b2 if f.has_plateau else 10**f.x_max),
+    )
     if mid_hi > mid_lo * 1.01:
-        parts.append(f"a segment of slope {f.slope_mid:.2f} from B = {mid_lo:.3g} to "
-                     f"{mid_hi:.3g} ({curve_kind(f.slope_mid)})")
+        parts.append(
+            f"a segment of slope {f.slope_mid:.2f} from B = {mid_lo:.3g} to "
+            f"{mid_hi:.3g} ({curve_kind(f.slope_mid)})"
+        )
     if f.has_plateau:
         parts.append(f"a plateau (slope 0) from B2 = {f.b2:.3g}")
     else:
@@ -273,6 +296,8 @@ def unreached_text(curve: StepsCurve) -> str | None:
     if never.empty:
         return None
     bs = ", ".join(str(int(b)) for b in never["batch_size"])
-    return (f"No trial reached the target at B = {bs} within its epoch budget: a fixed budget of "
-            f"epochs gives large batches few steps, so in the plateau regime they run out; "
-            f"raise `epochs` to see their steps-to-target.")
+    return (
+        f"No trial reached the target at B = {bs} within its epoch budget: a fixed budget of "
+        f"epochs gives large batches few steps, so in the plateau regime they run out; "
+        f"raise `epochs` to see their steps-to-target."
+    )

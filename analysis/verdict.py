@@ -3,8 +3,8 @@
 Numbers come from `analysis.inference` (the fitted model) and `analysis.decision` (the
 equivalence decision); this module only writes sentences about them.
 
-    >>> v = explain(inf, decide(inf))
-    >>> v.verdict, v.paragraph, v.linear_range, v.notes
+    v = explain(inf, decide(inf))
+    v.verdict, v.paragraph, v.linear_range, v.notes
 """
 
 from __future__ import annotations
@@ -43,16 +43,19 @@ def alpha_text(inf: Inference) -> str:
     cal = inf.alpha_cal
     how = ""
     if cal is not None and cal.replicates:
-        how = (f"; the chi-square interval covered {cal.coverage:.0%} of {cal.replicates} "
-               f"sweeps simulated on this design"
-               + (f", so it was widened {cal.width_factor:.2f}x" if cal.widened else ""))
+        how = (
+            f"; the chi-square interval covered {cal.coverage:.0%} of {cal.replicates} "
+            f"sweeps simulated on this design"
+            + (f", so it was widened {cal.width_factor:.2f}x" if cal.widened else "")
+        )
     return f"alpha = {inf.alpha:.2f} (95% CI {_num(lo)} to {_num(hi)}{how})"
 
 
 def aicc_text(inf: Inference) -> str:
     d = inf.aicc_delta()
     return "AICc relative to the best rule: " + ", ".join(
-        f"{m} {v:+.1f}" for m, v in sorted(d.items(), key=lambda t: t[1]))
+        f"{m} {v:+.1f}" for m, v in sorted(d.items(), key=lambda t: t[1])
+    )
 
 
 def linear_range_text(inf: Inference) -> str:
@@ -63,11 +66,15 @@ def linear_range_text(inf: Inference) -> str:
     lo, hi = inf.b_noise_ci
     if inf.b_noise is None and inf.lr_max is None:
         bound = f"; B_noise > {lo:.3g} (95%)" if lo else ""
-        return (f"No saturation detected: the saturating fit runs to its linear limit over "
-                f"B = {b_lo}..{b_hi}{bound}.")
+        return (
+            f"No saturation detected: the saturating fit runs to its linear limit over "
+            f"B = {b_lo}..{b_hi}{bound}."
+        )
     if inf.b_noise is None:
-        return (f"The saturating fit runs to a constant lr (B_noise -> 0): no linear regime is "
-                f"visible over B = {b_lo}..{b_hi}.")
+        return (
+            f"The saturating fit runs to a constant lr (B_noise -> 0): no linear regime is "
+            f"visible over B = {b_lo}..{b_hi}."
+        )
     knee = inf.b_noise * (1 - LINEAR_SLOPE) / LINEAR_SLOPE
     ci = f"95% CI {fmt_b(lo)} to {fmt_b(hi)}".replace("?", "unbounded")
     if knee < b_lo:
@@ -102,18 +109,26 @@ def _too_few_text(inf: Inference) -> str:
         return "Inconclusive: no finished trial."
     n_edge = int((~t["in_fit"]).sum())
     if bool((t["n_feasible"] == 0).all()):
-        return ("Inconclusive: every finished trial diverged (or has no finite metric), so no "
-                "optimum can be located; search lower learning rates.")
+        return (
+            "Inconclusive: every finished trial diverged (or has no finite metric), so no "
+            "optimum can be located; search lower learning rates."
+        )
     if n_edge == 0:
-        return (f"Inconclusive: only {len(t)} batch size(s) were run; at least {MIN_POINTS} with "
-                f"a located optimum are needed to fit and compare the rules.")
-    text = (f"Inconclusive: the optimum was not located for {n_edge} of {len(t)} batch sizes "
-            f"(their best tried lr is the smallest or largest one tried); only {inf.n_points} "
-            f"have a best lr with worse lrs on both sides (at least {MIN_POINTS} are needed), "
-            f"so no rule is fitted.")
+        return (
+            f"Inconclusive: only {len(t)} batch size(s) were run; at least {MIN_POINTS} with "
+            f"a located optimum are needed to fit and compare the rules."
+        )
+    text = (
+        f"Inconclusive: the optimum was not located for {n_edge} of {len(t)} batch sizes "
+        f"(their best tried lr is the smallest or largest one tried); only {inf.n_points} "
+        f"have a best lr with worse lrs on both sides (at least {MIN_POINTS} are needed), "
+        f"so no rule is fitted."
+    )
     if bool(((t["n_lrs"] <= 1) & (t["n_diverged"] == 0)).all()):
-        text += (" Only one lr was tried per batch size: a grid that already follows the linear "
-                 "rule cannot confirm it.")
+        text += (
+            " Only one lr was tried per batch size: a grid that already follows the linear "
+            "rule cannot confirm it."
+        )
     return text
 
 
@@ -123,32 +138,41 @@ def what_to_run(inf: Inference, dec: Decision) -> str:
     if dec.reason == "too_few":
         n_edge = int((~t["in_fit"]).sum()) if len(t) else 0
         if n_edge == 0:
-            return (f"Run at least {MIN_POINTS} batch sizes (better 5 or more, over a factor of "
-                    f"30 or more), each with lrs on both sides of its optimum.")
-        return (f"Search lrs on both sides of the current best for every batch size (the "
-                f"Optuna phase, or grid.lr_multipliers such as [0.25, 0.5, 1, 2, 4]) until each "
-                f"best lr has worse lrs on both sides, for at least {MIN_POINTS} batch sizes.")
+            return (
+                f"Run at least {MIN_POINTS} batch sizes (better 5 or more, over a factor of "
+                f"30 or more), each with lrs on both sides of its optimum."
+            )
+        return (
+            f"Search lrs on both sides of the current best for every batch size (the "
+            f"Optuna phase, or grid.lr_multipliers such as [0.25, 0.5, 1, 2, 4]) until each "
+            f"best lr has worse lrs on both sides, for at least {MIN_POINTS} batch sizes."
+        )
     if dec.reason.endswith("_worse"):
         rule = dec.reason.split("_")[0]
-        return (f"alpha lies inside the {rule} margin (+-{dec.margin:g}) but the exact {rule} "
-                f"rule is clearly worse than the best rule (AICc > {CLEAR_AICC:g}): the data "
-                f"say 'close to {rule}, not exactly'. A narrower --margin would call it "
-                f"'neither'; a wider one accepts it.")
+        return (
+            f"alpha lies inside the {rule} margin (+-{dec.margin:g}) but the exact {rule} "
+            f"rule is clearly worse than the best rule (AICc > {CLEAR_AICC:g}): the data "
+            f"say 'close to {rule}, not exactly'. A narrower --margin would call it "
+            f"'neither'; a wider one accepts it."
+        )
     if dec.needed_half_width is None or dec.trials_factor is None:
         return "The alpha interval is open on one side: locate the optimum of more batch sizes."
     b_lo, b_hi = inf.batch_range
     wider = b_lo * (b_hi / b_lo) ** dec.range_factor if dec.range_factor else None
     cands = " vs ".join(dec.candidates)
     if dec.needed_half_width < 0.02:
-        return (f"alpha = {inf.alpha:.2f} sits within {dec.needed_half_width:.2f} of a margin "
-                f"boundary ({cands}): no affordable sweep decides it; choose the margin "
-                f"(--margin) with that in mind.")
+        return (
+            f"alpha = {inf.alpha:.2f} sits within {dec.needed_half_width:.2f} of a margin "
+            f"boundary ({cands}): no affordable sweep decides it; choose the margin "
+            f"(--margin) with that in mind."
+        )
     return (
         f"Deciding {cands}: the interval's half-width is {dec.half_width:.2f} and must fall "
         f"to about {dec.needed_half_width:.2f}. That takes about {dec.trials_factor:.1f}x the "
         f"trials at these batch sizes (more seeds and lrs near each optimum), or a batch range "
         f"about {dec.range_factor:.1f}x wider in log scale"
-        + (f" (B = {b_lo}..{wider:.0f})" if wider else "") + "."
+        + (f" (B = {b_lo}..{wider:.0f})" if wider else "")
+        + "."
     )
 
 
@@ -157,8 +181,7 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
     linear_range = linear_range_text(inf)
     knee = knee_note(inf)
     if dec.reason == "too_few":
-        return Verdict("inconclusive", _too_few_text(inf), linear_range,
-                       (what_to_run(inf, dec),))
+        return Verdict("inconclusive", _too_few_text(inf), linear_range, (what_to_run(inf, dec),))
     b_lo, b_hi = inf.batch_range
     span = f"over B = {b_lo}..{b_hi} ({inf.n_points} batch sizes with a located optimum)"
     evidence = f"{alpha_text(inf)}; {aicc_text(inf)}."
@@ -191,8 +214,11 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         return Verdict(rule, text, linear_range, notes)
     if dec.reason == "outside":
         zero = inf.alpha_ci[0] is not None and inf.alpha_ci[0] <= 0.0 <= (inf.alpha_ci[1] or 0)
-        kind = ("the best lr does not change with batch size (alpha = 0 is inside the interval)"
-                if zero else "alpha lies outside both equivalence margins")
+        kind = (
+            "the best lr does not change with batch size (alpha = 0 is inside the interval)"
+            if zero
+            else "alpha lies outside both equivalence margins"
+        )
         text = (
             f"Neither rule {span}: {kind}; linear needs {margin_text['linear']}, sqrt needs "
             f"{margin_text['sqrt']}. {evidence}"
@@ -216,8 +242,9 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
 def no_change_text(inf: Inference) -> tuple[str, str]:
     """The article's claim for Adam, 'no lr change needed' (alpha = 0): (result, sentence)."""
     if inf.alpha is None or "constant" not in inf.rules:
-        return "inconclusive", (f"Not tested: fewer than {MIN_POINTS} batch sizes have a "
-                                "located optimum.")
+        return "inconclusive", (
+            f"Not tested: fewer than {MIN_POINTS} batch sizes have a located optimum."
+        )
     lo, hi = inf.alpha_ci
     lo = -math.inf if lo is None else lo
     hi = math.inf if hi is None else hi
@@ -235,21 +262,32 @@ def warmup_text(wt, metric: str) -> str:
     if wt is None:
         return "Not tested: the trials do not include two warmup values."
     parts = []
-    for w, m, (mlo, mhi), f, (flo, fhi) in zip(wt.levels, wt.shift_mu, wt.shift_mu_ci,
-                                               wt.shift_floor, wt.shift_floor_ci, strict=True):
+    for w, m, (mlo, mhi), f, (flo, fhi) in zip(
+        wt.levels, wt.shift_mu, wt.shift_mu_ci, wt.shift_floor, wt.shift_floor_ci, strict=True
+    ):
         parts.append(
             f"warmup {w:g} against {wt.reference:g} epochs moves the best lr by {m:+.2f} decades "
-            f"(95% CI {_num(mlo, '+.2f')} to {_num(mhi, '+.2f')}, x{10 ** m:.2f}) and the "
+            f"(95% CI {_num(mlo, '+.2f')} to {_num(mhi, '+.2f')}, x{10**m:.2f}) and the "
             f"floor of {metric} by {f:+.4f} (95% CI {_num(flo, '+.4f')} to {_num(fhi, '+.4f')})"
         )
-    joint = (f"Joint test (any warmup effect at any batch size, likelihood ratio "
-             f"{wt.joint_stat:.1f} on {wt.joint_df} df): p = {wt.joint_p:.3g}, "
-             + ("warmup matters." if wt.matters else "no evidence that warmup matters."))
+    joint = (
+        f"Joint test (any warmup effect at any batch size, likelihood ratio "
+        f"{wt.joint_stat:.1f} on {wt.joint_df} df): p = {wt.joint_p:.3g}, "
+        + ("warmup matters." if wt.matters else "no evidence that warmup matters.")
+    )
     pb = wt.per_batch
     if isinstance(pb, pd.DataFrame) and len(pb):
         sig = pb[pb["significant"]]
-        joint += (" Per batch size (Holm-adjusted over "
-                  f"{len(pb)}): " + (", ".join(f"B = {int(r.batch_size)} (p = {r.p_holm:.3g})"
-                                               for r in sig.itertuples())
-                                     if len(sig) else "none significant") + ".")
+        joint += (
+            " Per batch size (Holm-adjusted over "
+            f"{len(pb)}): "
+            + (
+                ", ".join(
+                    f"B = {int(r.batch_size)} (p = {r.p_holm:.3g})" for r in sig.itertuples()
+                )
+                if len(sig)
+                else "none significant"
+            )
+            + "."
+        )
     return "Shared effect: " + "; ".join(parts) + ". " + joint

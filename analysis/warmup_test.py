@@ -12,8 +12,8 @@ any batch size?): one test, so no multiplicity. The per-batch tests (that batch 
 shifts set to zero) are adjusted with Holm's method across batch sizes. A batch size needs
 at least MIN_PER_LEVEL finite trials on each warmup level to get its own shifts.
 
-    >>> wt = warmup_test(design, cut, shared_fit)
-    >>> wt.joint_p, wt.shift_mu, wt.per_batch
+    wt = warmup_test(design, cut, shared_fit)
+    wt.joint_p, wt.shift_mu, wt.per_batch
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def warmup_test(d: Design, cut: float, shared: Fit) -> WarmupTest:
     of `d` with one shift per warmup level."""
     finite = np.isfinite(d.y)
     testable = {
-        b for b in range(d.nb)
-        if all(((d.bi == b) & (d.wi == w) & finite).sum() >= MIN_PER_LEVEL
-               for w in range(d.nw))
+        b
+        for b in range(d.nb)
+        if all(((d.bi == b) & (d.wi == w) & finite).sum() >= MIN_PER_LEVEL for w in range(d.nw))
     }
     none = fit_model(_relabel(d, np.zeros_like(d.wi), d.warmups[:1]), FREE, cut)
     pb_design = _per_batch_levels(d, testable)
@@ -111,8 +111,14 @@ def warmup_test(d: Design, cut: float, shared: Fit) -> WarmupTest:
         f = fit_model(dropped, FREE, cut, start=None)
         df = 2 * (pb_design.nw - dropped.nw)
         stat = max(2 * (ll_pb - f.loglik), 0.0)
-        rows.append({"batch_size": int(d.batches[b]), "stat": stat, "df": df,
-                     "p": float(chi2.sf(stat, df)) if df > 0 else 1.0})
+        rows.append(
+            {
+                "batch_size": int(d.batches[b]),
+                "stat": stat,
+                "df": df,
+                "p": float(chi2.sf(stat, df)) if df > 0 else 1.0,
+            }
+        )
     per_batch = pd.DataFrame(rows, columns=["batch_size", "stat", "df", "p"])
     if len(per_batch):
         per_batch["p_holm"] = _holm(per_batch["p"].to_numpy())
@@ -125,8 +131,9 @@ def warmup_test(d: Design, cut: float, shared: Fit) -> WarmupTest:
         reference=float(d.warmups[0]),
         levels=tuple(float(w) for w in d.warmups[1:]),
         shift_mu=tuple(float(shared.params[j]) for j in mu_idx),
-        shift_mu_ci=tuple(profile_interval(lik, shared.params, shared.loglik, j, limit=2.0)
-                          for j in mu_idx),
+        shift_mu_ci=tuple(
+            profile_interval(lik, shared.params, shared.loglik, j, limit=2.0) for j in mu_idx
+        ),
         shift_floor=tuple(float(shared.params[j]) for j in f_idx),
         shift_floor_ci=tuple(_floor_ci(lik, shared, j) for j in f_idx),
         joint_stat=joint_stat,
@@ -140,5 +147,4 @@ def warmup_test(d: Design, cut: float, shared: Fit) -> WarmupTest:
 
 def _floor_ci(lik: Likelihood, fit: Fit, j: int) -> tuple[float | None, float | None]:
     scale = float(np.exp(fit.globals[3]))  # one noise sd: the natural step for a floor
-    return profile_interval(lik, fit.params, fit.loglik, j, step=scale / 2,
-                            limit=50 * scale)
+    return profile_interval(lik, fit.params, fit.loglik, j, step=scale / 2, limit=50 * scale)

@@ -38,8 +38,16 @@ def one(args: tuple[str, int, int, float]) -> dict:
     dec = decide(inf, margin)
     secs = time.perf_counter() - t0
     right = sc.expect if sc.alpha is None else right_verdict(sc.alpha, margin)
-    out = {"verdict": dec.verdict, "right": right, "secs": secs, "alpha": inf.alpha,
-           "alpha_cover": None, "width": None, "mu_cover": [], "reason": dec.reason}
+    out = {
+        "verdict": dec.verdict,
+        "right": right,
+        "secs": secs,
+        "alpha": inf.alpha,
+        "alpha_cover": None,
+        "width": None,
+        "mu_cover": [],
+        "reason": dec.reason,
+    }
     if inf.alpha is not None and sc.alpha is not None:
         lo, hi = inf.alpha_ci
         lo = -math.inf if lo is None else lo
@@ -66,11 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1000)
     a = p.parse_args(argv)
     names = a.scenarios or list(scenarios())
-    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}"
-          f", numpy {np.__version__}, scipy {scipy.__version__}; {a.reps} sweeps per "
-          f"scenario, {a.replicates} calibration replicates, margin {a.margin}")
-    print(f"{'scenario':<20} {'alpha cov':>9} {'mu cov':>7} {'wrong':>6} {'right':>6} "
-          f"{'undec':>6} {'width':>6} {'s/sweep':>7}  verdicts")
+    print(
+        f"# {platform.processor() or platform.machine()}, python {platform.python_version()}"
+        f", numpy {np.__version__}, scipy {scipy.__version__}; {a.reps} sweeps per "
+        f"scenario, {a.replicates} calibration replicates, margin {a.margin}"
+    )
+    print(
+        f"{'scenario':<20} {'alpha cov':>9} {'mu cov':>7} {'wrong':>6} {'right':>6} "
+        f"{'undec':>6} {'width':>6} {'s/sweep':>7}  verdicts"
+    )
     total_wrong = total = 0
     with ProcessPoolExecutor(a.jobs) as pool:
         for name in names:
@@ -82,15 +94,20 @@ def main(argv: list[str] | None = None) -> int:
             right = [r for r in res if r["verdict"] == r["right"]]
             und = [r for r in res if r["verdict"] == "inconclusive"]
             widths = [r["width"] for r in res if r["width"] is not None]
-            counts = {v: sum(r["verdict"] == v for r in res)
-                      for v in ("linear", "sqrt", "neither", "inconclusive")}
+            counts = {
+                v: sum(r["verdict"] == v for r in res)
+                for v in ("linear", "sqrt", "neither", "inconclusive")
+            }
             total_wrong += len(wrong)
             total += len(res)
-            print(f"{name:<20} {np.mean(cov) if cov else float('nan'):>9.2f} "
-                  f"{np.mean(mu) if mu else float('nan'):>7.2f} {len(wrong) / len(res):>6.2f} "
-                  f"{len(right) / len(res):>6.2f} {len(und) / len(res):>6.2f} "
-                  f"{np.median(widths) if widths else float('nan'):>6.2f} "
-                  f"{np.median([r['secs'] for r in res]):>7.2f}  {counts}", flush=True)
+            print(
+                f"{name:<20} {np.mean(cov) if cov else float('nan'):>9.2f} "
+                f"{np.mean(mu) if mu else float('nan'):>7.2f} {len(wrong) / len(res):>6.2f} "
+                f"{len(right) / len(res):>6.2f} {len(und) / len(res):>6.2f} "
+                f"{np.median(widths) if widths else float('nan'):>6.2f} "
+                f"{np.median([r['secs'] for r in res]):>7.2f}  {counts}",
+                flush=True,
+            )
     print(f"wrong verdicts overall: {total_wrong}/{total} = {total_wrong / max(total, 1):.3f}")
     return 0
 

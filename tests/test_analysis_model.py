@@ -31,12 +31,21 @@ def _design(rng, noise=0.01, alpha=1.0, div_above=0.9, seeds=1, batches=(8, 32, 
                     y = 0.2 + (0.2 if d < 0 else 0.4) * d * d + 0.01 * w + rng.normal(0, noise)
                     rows.append((j, w, x, np.nan if d > div_above else y, d > div_above))
     bi, wi, x, y, dv = (np.array(v) for v in zip(*rows, strict=True))
-    return Design(np.array(batches), np.array([0.0, 1.0]), bi.astype(int), wi.astype(int), x, y,
-                  dv.astype(bool))
+    return Design(
+        np.array(batches),
+        np.array([0.0, 1.0]),
+        bi.astype(int),
+        wi.astype(int),
+        x,
+        y,
+        dv.astype(bool),
+    )
 
 
-@pytest.mark.parametrize("model", [FREE, basin.power(1.5), basin.fixed(0.5, 1.5), SATURATING,
-                                   MuModel("curved", ref=1.5)])
+@pytest.mark.parametrize(
+    "model",
+    [FREE, basin.power(1.5), basin.fixed(0.5, 1.5), SATURATING, MuModel("curved", ref=1.5)],
+)
 def test_gradient_matches_finite_differences(model):
     d = _design(np.random.default_rng(0))
     cut, free = fit_cut(d)
@@ -45,8 +54,10 @@ def test_gradient_matches_finite_differences(model):
     p = p + np.random.default_rng(1).normal(0, 0.05, len(p))
     _, grad = lik.value_grad(p)
     h = 1e-6
-    num = [(lik.value_grad(p + h * e)[0] - lik.value_grad(p - h * e)[0]) / (2 * h)
-           for e in np.eye(len(p))]
+    num = [
+        (lik.value_grad(p + h * e)[0] - lik.value_grad(p - h * e)[0]) / (2 * h)
+        for e in np.eye(len(p))
+    ]
     np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-4)
 
 
@@ -55,8 +66,14 @@ def test_fisher_scoring_reaches_the_same_maximum_as_lbfgs():
     cut, free = fit_cut(d)
     lik = Likelihood(d, FREE, cut)
     start = free.params + 0.05
-    ref = minimize(lik.value_grad, start, jac=True, method="L-BFGS-B", bounds=lik.bounds(),
-                   options={"maxiter": 20000, "ftol": 1e-15, "gtol": 1e-10})
+    ref = minimize(
+        lik.value_grad,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=lik.bounds(),
+        options={"maxiter": 20000, "ftol": 1e-15, "gtol": 1e-10},
+    )
     _, ll, ok = maximize(lik, start)
     assert ok
     assert ll == pytest.approx(-ref.fun, abs=1e-6)
@@ -79,10 +96,16 @@ def test_divergence_cliff_below_the_smooth_optimum_caps_the_best_lr():
     rows = []
     for x in np.linspace(-3.2, -1.8, 15):
         div = x >= math.log10(0.008)
-        rows.append({"trial": f"a{x}", "batch_size": 16, "lr": 10**x, "warmup_epochs": 0.0,
-                     "status": "diverged" if div else "done",
-                     "val_loss": math.nan if div else 0.2 + 0.3 * (x + 2) ** 2
-                     + rng.normal(0, 0.002)})
+        rows.append(
+            {
+                "trial": f"a{x}",
+                "batch_size": 16,
+                "lr": 10**x,
+                "warmup_epochs": 0.0,
+                "status": "diverged" if div else "done",
+                "val_loss": math.nan if div else 0.2 + 0.3 * (x + 2) ** 2 + rng.normal(0, 0.002),
+            }
+        )
     trials = pd.DataFrame(rows)
     finite_only = infer(trials[trials["status"] == "done"], replicates=0, warmup=False)
     assert finite_only.table.iloc[0]["at_edge"]  # nothing says where the descent stops
@@ -108,9 +131,18 @@ def test_optimum_beyond_the_lrs_tried_is_a_one_sided_bound_left_out_of_the_rules
 
 
 def test_one_lr_per_batch_size_locates_nothing():
-    rows = [{"trial": f"t{b}{w}", "batch_size": b, "lr": 0.001 * b / 8, "warmup_epochs": w,
-             "status": "done", "val_loss": 0.3 + 0.001 * b} for b in (8, 16, 24, 32)
-            for w in (0.0, 1.0)]
+    rows = [
+        {
+            "trial": f"t{b}{w}",
+            "batch_size": b,
+            "lr": 0.001 * b / 8,
+            "warmup_epochs": w,
+            "status": "done",
+            "val_loss": 0.3 + 0.001 * b,
+        }
+        for b in (8, 16, 24, 32)
+        for w in (0.0, 1.0)
+    ]
     inf = infer(pd.DataFrame(rows), replicates=0)
     assert inf.alpha is None and not inf.table["in_fit"].any()
     assert inf.table["at_edge"].all()
@@ -127,8 +159,15 @@ def test_calibration_widens_an_interval_that_under_covers_on_a_sparse_design():
             x = mu + off + rng.uniform(-0.05, 0.05)
             rows.append((j, 0, x, 0.2 + 0.3 * (x - mu) ** 2 + rng.normal(0, 0.01), False))
     bi, wi, x, y, dv = (np.array(v) for v in zip(*rows, strict=True))
-    d = Design(np.array([8, 16, 32, 64, 128]), np.array([0.0]), bi.astype(int),
-               wi.astype(int), x, y, dv.astype(bool))
+    d = Design(
+        np.array([8, 16, 32, 64, 128]),
+        np.array([0.0]),
+        bi.astype(int),
+        wi.astype(int),
+        x,
+        y,
+        dv.astype(bool),
+    )
     cut, free = fit_cut(d)
     model = basin.power(float(d.log_b.mean()))
     fit = basin.fit_model(d, model, cut, start=free.params)
@@ -154,8 +193,10 @@ def test_a_plain_ray_tune_folder_of_ones_own(tmp_path):
             t.mkdir(parents=True)
             (t / "params.json").write_text(f'{{"lr": {float(10**x)!r}, "batch_size": {b}}}')
             loss = 0.5 + 0.15 * (x - mu) ** 2 + rng.normal(0, 0.01)
-            lines = [f'{{"loss": {float(loss + 1 / e)!r}, "training_iteration": {e}}}'
-                     for e in range(1, 4)]
+            lines = [
+                f'{{"loss": {float(loss + 1 / e)!r}, "training_iteration": {e}}}'
+                for e in range(1, 4)
+            ]
             (t / "result.json").write_text("\n".join(lines) + "\n")
     assert main(["--results", str(tmp_path / "exp"), "--metric", "loss", "--n-boot", "60"]) == 0
     import json
@@ -185,10 +226,14 @@ def test_planted_optima_are_covered_under_an_adaptive_one_seed_design():
 
 def test_saturating_knee_is_located():
     t = Truth(Law("saturating", lr_max=1.0, b_noise=64.0))
-    d = PlantedDesign(batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), centre_lr0=0.015,
-                      centre_alpha=0.6)
-    inf = infer(simulate(scenarios()["saturating"].__class__(t, d, "neither"), 7),
-                replicates=0, warmup=False)
+    d = PlantedDesign(
+        batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), centre_lr0=0.015, centre_alpha=0.6
+    )
+    inf = infer(
+        simulate(scenarios()["saturating"].__class__(t, d, "neither"), 7),
+        replicates=0,
+        warmup=False,
+    )
     assert inf.b_noise == pytest.approx(64.0, rel=0.5)
     lo, hi = inf.b_noise_ci
     assert lo < 64.0 < hi

@@ -76,8 +76,11 @@ def test_monotone_laws_show_no_surge(name, seed, tmp_path):
 
 def test_momentum_reports_the_effective_lr(planted):
     doc, md = planted("momentum")
-    assert doc["optimizer"] == {"name": "momentum", "momentum": 0.9,
-                                "effective_lr_factor": pytest.approx(10.0)}
+    assert doc["optimizer"] == {
+        "name": "momentum",
+        "momentum": 0.9,
+        "effective_lr_factor": pytest.approx(10.0),
+    }
     for e in doc["best_lr"]:
         assert e["effective_lr"] == pytest.approx(10 * e["lr"])
     assert doc["verdict"] == "linear" and "constant" not in doc["models"]

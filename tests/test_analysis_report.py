@@ -187,7 +187,7 @@ def test_warmup_that_moves_only_the_divergence_edge(tmp_path):
     write_results(tmp_path, law, spec)
     a = analyze(tmp_path, n_boot=0)
     wt = a.inference.warmup
-    (lo, hi), = wt.shift_mu_ci
+    ((lo, hi),) = wt.shift_mu_ci
     assert lo <= 0.0 <= hi and hi - lo < 0.2
     table = a.warmup
     assert len(table) == len(spec.batch_sizes)

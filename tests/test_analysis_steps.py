@@ -22,7 +22,13 @@ def test_the_piecewise_fit_finds_planted_breakpoints_exactly():
     assert fit.b1 == pytest.approx(32, rel=0.05) and fit.b2 == pytest.approx(256, rel=0.05)
     assert fit.slope_mid == pytest.approx(-0.5, abs=0.02) and fit.rmse < 0.01
     assert [fit.regime(x) for x in (8, 16, 64, 128, 512, 1024)] == [
-        PERFECT, PERFECT, DIMINISHING, DIMINISHING, PLATEAU, PLATEAU]
+        PERFECT,
+        PERFECT,
+        DIMINISHING,
+        DIMINISHING,
+        PLATEAU,
+        PLATEAU,
+    ]
 
 
 def test_pure_perfect_scaling_and_a_pure_plateau_are_one_regime_each():
@@ -51,7 +57,12 @@ def test_the_curve_recovers_the_planted_steps_and_regimes(steps_folder):
     assert 16 <= curve.fit.b1 <= 64 and 128 <= curve.fit.b2 <= 512
     assert -0.7 <= curve.fit.slope_mid <= -0.3
     assert list(t.loc[[8, 16, 64, 128, 512], "regime"]) == [
-        PERFECT, PERFECT, DIMINISHING, DIMINISHING, PLATEAU]
+        PERFECT,
+        PERFECT,
+        DIMINISHING,
+        DIMINISHING,
+        PLATEAU,
+    ]
     assert curve.target == "val_acc >= 0.97"
     assert (t["n_reached"] < t["n_trials"]).all()  # lrs far from the optimum never reach it
 
@@ -59,8 +70,21 @@ def test_the_curve_recovers_the_planted_steps_and_regimes(steps_folder):
 def test_objective_steps_to_target_ranks_trials_by_fewest_steps(steps_folder, tmp_path):
     root, law, _ = steps_folder
     out = tmp_path / "report"
-    assert main(["--results", str(root), "--out", str(out), "--objective", "steps_to_target",
-                 "--n-boot", N_BOOT]) == 0
+    assert (
+        main(
+            [
+                "--results",
+                str(root),
+                "--out",
+                str(out),
+                "--objective",
+                "steps_to_target",
+                "--n-boot",
+                N_BOOT,
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "fit.json").read_text())
     assert doc["metric"] == doc["objective"] == "steps_to_target"
     assert doc["verdict"] == "linear"  # the planted lr*(B) is linear; fewest steps find it

@@ -21,9 +21,22 @@ def compared(tmp_path_factory):
     adam = write_results(root / "adam", *scenario("adam_constant"))
     out = root / "compare"
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis.compare_optimizers", "--results", str(sgd), str(adam),
-         "--out", str(out), "--n-boot", "100"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "analysis.compare_optimizers",
+            "--results",
+            str(sgd),
+            str(adam),
+            "--out",
+            str(out),
+            "--n-boot",
+            "100",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return out, proc
 
@@ -59,10 +72,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     one = write_results(tmp_path, *scenario("linear"))
     assert main(["--results", str(one), "--out", str(tmp_path / "o")]) == 2
     assert "at least two results folders" in capsys.readouterr().err
-    assert main(["--results", str(one), str(tmp_path / "missing"), "--out",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(["--results", str(one), str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["--results", str(one), str(one), "--labels", "a", "--out",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(["--results", str(one), str(one), "--labels", "a", "--out", str(tmp_path / "o")]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "one per folder" in err

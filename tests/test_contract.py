@@ -78,7 +78,11 @@ def test_accuracies_are_maximised_and_everything_else_minimised():
 
 
 def test_the_examples_in_docstrings_run():
-    for path in [*ROOT.glob("sweep/*.py"), *ROOT.glob("trainables/*.py")]:
+    for path in [
+        *ROOT.glob("sweep/*.py"),
+        *ROOT.glob("trainables/*.py"),
+        *ROOT.glob("analysis/*.py"),
+    ]:
         if ">>>" in path.read_text():
             module = importlib.import_module(f"{path.parent.name}.{path.stem}")
             result = doctest.testmod(module)

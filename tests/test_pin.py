@@ -3,7 +3,7 @@ same final metrics) for the same `--seed`, and the same fit.json on them.
 
 The sweep: the smoke config with an Optuna phase and a confirmation phase, one trial at a time
 (with more slots the order in which trials finish, and so what Optuna has seen when it is
-asked, depends on timing). Floats are compared to a relative 1e-6 (trials) and 1e-4 (fit.json,
+asked, depends on timing). Floats are compared to a relative 1e-6 (trials) and 1e-3 (fit.json,
 whose bootstrap and fits amplify the last bits of the metrics that another CPU may round
 differently).
 
@@ -119,4 +119,4 @@ def test_the_same_seed_gives_the_same_trials(pinned):
 
 def test_the_same_results_give_the_same_fit_json(pinned):
     fit = without_folder(json.loads((pinned / "report" / "fit.json").read_text()), pinned)
-    check_or_update(FIT_FILE, fit, 1e-4, UPDATE in ("fit", "all"))
+    check_or_update(FIT_FILE, fit, 1e-3, UPDATE in ("fit", "all"))

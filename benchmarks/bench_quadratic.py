@@ -1,0 +1,118 @@
+"""The exact-answer check of the verdict: real sweeps of the quadratic problem, whose best lr per
+batch size is computed exactly (trainables.quadratic.best_lr).
+
+    python -m benchmarks.bench_quadratic [--seeds 1 2 3 4 5] [--storage DIR] [--keep]
+
+Runs `python -m sweep --config sweep/configs/quadratic.yaml` (grid 10x too low, then Optuna,
+one seed per trial) over two batch ranges, B = 4..64 (the exact optimum is linear in B: the
+right verdict is `linear`) and B = 4..1024 (linear, then flat near the stability limit: the
+right verdict is `neither`), once per `--seed`, then analyses each sweep as
+`python -m analysis.fit_rule` does and prints, per sweep, the verdict, alpha with its interval
+and each batch size's estimate against the exact optimum; then the share of right verdicts, of
+per-batch intervals that hold the exact optimum, and of estimates within 1.25x of it.
+Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from analysis.decision import decide
+from analysis.inference import infer
+from analysis.load import load_results
+from benchmarks.machine import cpu_model
+from trainables.quadratic import best_lr
+
+RANGES = {"4..64": ([4, 16, 64], "linear"), "4..1024": ([4, 16, 64, 256, 1024], "neither")}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_sweep(storage: Path, name: str, batches: list[int], seed: int) -> float:
+    t0 = time.perf_counter()
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "--config",
+        "sweep/configs/quadratic.yaml",
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--seed",
+        str(seed),
+        "--no-report",
+        "--set",
+        f"batch_sizes=[{','.join(map(str, batches))}]",
+    ]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--storage", type=Path, default=None)
+    p.add_argument("--replicates", type=int, default=200)
+    a = p.parse_args(argv)
+    storage = a.storage or Path(tempfile.mkdtemp(prefix="bench-quadratic-"))
+    exact = {b: best_lr(b) for b in (4, 16, 64, 256, 1024)}
+    print(
+        f"# {cpu_model()}, python {platform.python_version()}; exact optimum: "
+        + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
+    )
+    right = covered = close = n_batch = n_sweeps = 0
+    for label, (batches, expected) in RANGES.items():
+        for seed in a.seeds:
+            name = f"q{batches[-1]}-s{seed}"
+            secs = 0.0 if (storage / name).exists() else run_sweep(storage, name, batches, seed)
+            trials = load_results(storage / name).trials
+            inf = infer(trials, "val_loss", replicates=a.replicates, seed=seed)
+            dec = decide(inf)
+            n_sweeps += 1
+            right += dec.verdict == expected
+            lo, hi = inf.alpha_ci
+            cells = []
+            for r in inf.table.itertuples():
+                x = exact[int(r.batch_size)]
+                inside = (r.lr_ci_lo is None or r.lr_ci_lo <= x) and (
+                    r.lr_ci_hi is None or x <= r.lr_ci_hi
+                )
+                ratio = float(r.lr) / x
+                n_batch += 1
+                covered += inside
+                close += 1 / 1.25 <= ratio <= 1.25
+                cells.append(
+                    f"B={r.batch_size} x{ratio:.2f}{'' if inside else ' MISS'}"
+                    f"{' EDGE' if r.at_edge else ''}"
+                )
+            alpha = (
+                "-"
+                if inf.alpha is None
+                else (
+                    f"{inf.alpha:.2f} [{'-inf' if lo is None else f'{lo:.2f}'}, "
+                    f"{'inf' if hi is None else f'{hi:.2f}'}]"
+                )
+            )
+            print(
+                f"{label:>8} seed {seed}: {len(trials)} trials ({secs:.0f} s), verdict "
+                f"{dec.verdict:<12} (right: {expected}), alpha {alpha}; {'; '.join(cells)}",
+                flush=True,
+            )
+    print(
+        f"\nright verdicts {right}/{n_sweeps}; per-batch intervals holding the exact optimum "
+        f"{covered}/{n_batch} = {covered / n_batch:.2f}; estimates within 1.25x "
+        f"{close}/{n_batch} = {close / n_batch:.2f}"
+    )
+    print(f"results: {storage}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""analysis.decision and analysis.verdict: the verdict is an equivalence decision on alpha.
+
+Unit cases on hand-made fits (the interval and the AICc of each rule), then the decision on
+planted sweeps under the designs the sweep really runs (analysis.planted): the verdict is
+right or undecided, never confidently wrong. `benchmarks/bench_verdict.py` runs the same
+scenarios with many replicates and prints the rates."""
+
+import pandas as pd
+import pytest
+
+from analysis.decision import decide
+from analysis.inference import Inference, RuleFit, infer
+from analysis.planted import right_verdict, scenarios, simulate
+from analysis.verdict import explain
+
+
+def _inf(ci, alpha=None, aicc=None, b_noise=None, peak=None, batches=(8, 16, 32, 64)):
+    table = pd.DataFrame(
+        {
+            "batch_size": list(batches),
+            "in_fit": [True] * len(batches),
+            "at_edge": [False] * len(batches),
+        }
+    )
+    aicc = aicc or {"linear": 0.0, "sqrt": 0.0, "power": 0.0, "saturating": 0.0}
+    rules = {m: RuleFit(m, -a / 2, 10, a, (0.0, 1.0), True) for m, a in aicc.items()}
+    lo, hi = ci
+    return Inference(
+        "val_loss",
+        False,
+        False,
+        table,
+        100,
+        0.1,
+        1.3,
+        rules=rules,
+        alpha=alpha if alpha is not None else (lo + hi) / 2,
+        alpha_ci=ci,
+        b_noise=b_noise,
+        peak_b=peak,
+    )
+
+
+@pytest.mark.parametrize(
+    "ci, verdict, reason",
+    [
+        ((0.85, 1.12), "linear", "inside_linear"),
+        ((0.35, 0.62), "sqrt", "inside_sqrt"),
+        ((0.52, 1.02), "inconclusive", "overlaps"),  # contains 1, yet supports nothing
+        ((0.72, 0.78), "neither", "outside"),  # an intermediate alpha measured sharply
+        ((-0.1, 0.15), "neither", "outside"),  # no lr change
+        ((1.3, 1.6), "neither", "outside"),
+        ((0.6, 0.9), "inconclusive", "overlaps"),
+        ((-5.0, 5.0), "inconclusive", "overlaps"),
+    ],
+)
+def test_the_interval_decides_by_equivalence(ci, verdict, reason):
+    dec = decide(_inf(ci))
+    assert (dec.verdict, dec.reason) == (verdict, reason)
+
+
+def test_an_open_interval_never_decides():
+    assert decide(_inf((0.9, None), alpha=1.0)).verdict == "inconclusive"
+
+
+def test_the_margin_is_the_users():
+    inf = _inf((0.72, 0.78))
+    assert decide(inf, margin=0.1).verdict == "neither"
+    assert decide(inf, margin=0.24).verdict == "inconclusive"  # 0.74 and 0.76 now inside
+
+
+def test_inside_the_margin_but_the_exact_rule_clearly_worse_is_not_linear():
+    inf = _inf((0.82, 0.88), aicc={"linear": 30.0, "sqrt": 90.0, "power": 0.0, "saturating": 1.0})
+    dec = decide(inf)
+    assert (dec.verdict, dec.reason) == ("inconclusive", "linear_worse")
+    assert "close to linear, not exactly" in explain(inf, dec).notes[-1]
+
+
+def test_a_clearly_better_saturating_rule_with_its_knee_inside_is_neither():
+    aicc = {"linear": 40.0, "sqrt": 25.0, "power": 15.0, "saturating": 0.0}
+    assert decide(_inf((0.45, 0.55), aicc=aicc, b_noise=30.0)).reason == "saturating"
+    # with its knee outside the batch range it is not the reason; alpha decides (and sqrt,
+    # clearly worse than the best rule, is not accepted)
+    assert decide(_inf((0.45, 0.55), aicc=aicc, b_noise=500.0)).reason == "sqrt_worse"
+    # and a saturating rule only slightly better does not override alpha either
+    close = {**aicc, "power": 5.0, "sqrt": 6.0}
+    assert decide(_inf((0.45, 0.55), aicc=close, b_noise=30.0)).verdict == "sqrt"
+
+
+def test_a_peak_inside_the_range_is_neither():
+    aicc = {"linear": 80.0, "sqrt": 60.0, "power": 50.0, "saturating": 45.0, "curved": 0.0}
+    assert decide(_inf((-0.1, 0.1), aicc=aicc, peak=20.0)).reason == "curved"
+
+
+def test_an_undecided_verdict_says_what_would_decide_it():
+    inf = _inf((0.55, 1.05), alpha=0.9)
+    dec = decide(inf)
+    assert dec.verdict == "inconclusive" and set(dec.candidates) == {"linear", "sqrt", "neither"}
+    assert dec.needed_half_width == pytest.approx(0.1)  # 0.9 sits 0.1 inside [0.8, 1.2]
+    assert dec.trials_factor == pytest.approx((0.25 / 0.1) ** 2)
+    note = explain(inf, dec).notes[-1]
+    assert "must fall to about 0.10" in note and "x the trials" in note
+
+
+def test_too_few_located_optima_is_inconclusive():
+    inf = _inf((0.9, 1.1))
+    inf = Inference(**{**inf.__dict__, "alpha": None, "alpha_ci": (None, None)})
+    assert decide(inf).reason == "too_few"
+
+
+@pytest.mark.parametrize("name", ["linear", "sqrt", "alpha_075", "cliff", "narrow"])
+def test_planted_sweeps_are_right_or_undecided(name):
+    """Adaptive Optuna-like design, one seed, grid told first, two warmups, asymmetric basin,
+    divergence cliff: over a few replicates no verdict contradicts the planted law and the
+    alpha interval covers it."""
+    sc = scenarios()[name]
+    covered = 0
+    for seed in range(3):
+        inf = infer(simulate(sc, 200 + seed), replicates=30, seed=seed)
+        dec = decide(inf)
+        assert dec.verdict in ("inconclusive", right_verdict(sc.alpha, 0.2)), (seed, dec)
+        lo, hi = inf.alpha_ci
+        covered += (lo is None or lo <= sc.alpha) and (hi is None or sc.alpha <= hi)
+    assert covered >= 2
+
+
+def test_clean_linear_law_on_a_13_lr_grid_is_linear_and_sharp():
+    sc = scenarios()["grid13"]
+    inf = infer(simulate(sc, 1), replicates=30)
+    lo, hi = inf.alpha_ci
+    assert decide(inf).verdict == "linear"
+    assert hi - lo <= 0.3
