@@ -2,6 +2,7 @@
 steps-to-target in the training loop."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from sweep.cli import main
 from sweep.config import load_config
 from trainables.contract import TrainConfig, config_from_dict
 from trainables.data import load_dataset
-from trainables.train import train
+from trainables.train import crossing_step, train
 
 torch.set_num_threads(1)
 
@@ -108,21 +109,30 @@ def run(data, **kw):
     return [e.metrics for e in train(cfg, data)]
 
 
-def test_steps_to_target_is_the_first_epoch_that_reached_it(data):
+def test_steps_to_target_interpolates_the_crossing_between_evaluations(data):
     plain = run(data)
     accs = [m.val_acc for m in plain]
     target = (accs[0] + max(accs)) / 2  # reached after the first epoch, not before
     reach = next(i for i, a in enumerate(accs) if a >= target)
     ms = run(data, target_metric="val_acc", target_value=target)
     assert [m.val_acc for m in ms] == accs  # a target changes nothing else
+    expected = crossing_step(reach * 30, 30, accs[reach - 1], accs[reach], target)
+    assert reach * 30 < expected <= (reach + 1) * 30  # 960 // 32 = 30 steps per epoch
     for i, m in enumerate(ms):
         if i < reach:
             assert math.isnan(m.steps_to_target)
         else:
-            assert m.steps_to_target == (reach + 1) * 30  # 960 // 32 = 30 steps per epoch
+            assert m.steps_to_target == pytest.approx(expected)
     losses = [m.val_loss for m in plain]
     by_loss = run(data, target_metric="val_loss", target_value=losses[1] + 1e-9)
-    assert by_loss[-1].steps_to_target == 60 == by_loss[1].steps_to_target
+    assert by_loss[-1].steps_to_target == pytest.approx(60, abs=1e-3) == by_loss[1].steps_to_target
+
+
+def test_the_crossing_is_interpolated_linearly():
+    assert crossing_step(30, 30, 0.80, 0.90, 0.85) == pytest.approx(45)  # halfway
+    assert crossing_step(30, 30, 0.80, 0.90, 0.90) == pytest.approx(60)  # at the evaluation
+    assert crossing_step(0, 30, math.nan, 0.9, 0.5) == 30  # nothing before: the evaluation
+    assert crossing_step(0, 30, 2.0, 1.0, 1.5) == pytest.approx(15)  # a loss falling to 1.5
 
 
 def test_an_unreached_target_stays_nan_and_no_target_is_nan(data):
@@ -143,9 +153,18 @@ def test_a_resumed_trial_keeps_its_steps_to_target(data):
         target_value=0.01,
     )
     first = next(iter(train(cfg, data)))
-    assert first.metrics.steps_to_target == 30
+    assert first.metrics.steps_to_target == 0  # the untrained model already meets it
     rest = [e.metrics for e in train(cfg, data, resume=first.state)]
-    assert [m.steps_to_target for m in rest] == [30, 30]
+    assert [m.steps_to_target for m in rest] == [0, 0]
+    # a target crossed in the second epoch: the resumed run interpolates from the first
+    # epoch's value, kept in the state
+    plain = [e.metrics for e in train(replace(cfg, target_value=1.0), data)]
+    target = (plain[0].val_acc + plain[1].val_acc) / 2
+    cfg2 = replace(cfg, target_value=target)
+    if plain[1].val_acc > plain[0].val_acc:
+        first = next(iter(train(cfg2, data)))
+        rest = [e.metrics for e in train(cfg2, data, resume=first.state)]
+        assert rest[0].steps_to_target == pytest.approx(45)
 
 
 def test_an_unknown_target_metric_fails_loudly(data):

@@ -8,8 +8,8 @@ it then yields that epoch with `diverged=True` and stops (no more compute).
 
 Optional measurements: `measure_noise_scale` (the gradient noise scale B_simple, per epoch as
 `noise_scale`; trainables.noise_scale) and a target (`target_metric`, `target_value`): the
-first step count, at epoch granularity, at which the metric reached it (`steps_to_target`;
-Shallue et al. 2018). Both are NaN when off (or not reached yet).
+step at which the metric reached it, interpolated between the evaluations around the crossing
+(`steps_to_target`; Shallue et al. 2018). Both are NaN when off (or not reached yet).
 
 Run one configuration by hand (debug mode, no Ray):
     python -m trainables.train --set batch_size=16 --set lr=0.002 --set epochs=2
@@ -101,6 +101,16 @@ def evaluate(model: nn.Module, data: TensorData) -> tuple[float, float]:
     return loss_sum / n, acc
 
 
+def crossing_step(step0: int, steps: int, before: float, after: float, target: float) -> float:
+    """The step at which the metric crossed `target` between two evaluations `steps` apart
+    (at step0 and step0 + steps), interpolated linearly; the later one when `before` is
+    unknown or the metric did not move towards the target."""
+    if not math.isfinite(before) or before == after:
+        return float(step0 + steps)
+    frac = (target - before) / (after - before)
+    return float(step0 + steps * min(max(frac, 0.0), 1.0))
+
+
 def _is_diverged(epoch_loss: float, first_loss: float, factor: float) -> bool:
     if not math.isfinite(epoch_loss):
         return True
@@ -115,6 +125,7 @@ class Progress:
     first_loss: float = math.nan  # the first batch's loss: the reference for divergence
     train_time_s: float = 0.0
     steps_to_target: float = math.nan
+    target_prev: float = math.nan  # the target metric at the previous evaluation
 
 
 class TrialState:
@@ -166,6 +177,7 @@ class TrialState:
             first_loss=float(state["first_loss"]),
             train_time_s=float(state["train_time_s"]),
             steps_to_target=float(state.get("steps_to_target", math.nan)),
+            target_prev=float(state.get("target_prev", math.nan)),
         )
 
 
@@ -212,6 +224,10 @@ def train(
         else fast_step.EagerStep(inputs)
     )
 
+    if cfg.target_metric in ("val_loss", "val_acc") and progress.epoch == 0:
+        # the metric before the first step, so that the first epoch's crossing interpolates
+        val0 = dict(zip(("val_loss", "val_acc"), evaluate(model, data), strict=True))
+        progress.target_prev = val0[cfg.target_metric]
     model.train()
     for epoch in range(progress.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -234,12 +250,15 @@ def train(
         progress.epoch = epoch
         progress.train_time_s += time.perf_counter() - t0
         values = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": train_loss}
-        if (
-            cfg.target_metric
-            and math.isnan(progress.steps_to_target)
-            and reached(cfg.target_metric, values[cfg.target_metric], cfg.target_value)
-        ):
-            progress.steps_to_target = float(epoch * steps_per_epoch)
+        if cfg.target_metric:
+            now = values[cfg.target_metric]
+            if math.isnan(progress.steps_to_target) and reached(
+                cfg.target_metric, now, cfg.target_value
+            ):
+                progress.steps_to_target = crossing_step(
+                    step0, steps_per_epoch, progress.target_prev, now, cfg.target_value
+                )
+            progress.target_prev = now
         examples = epoch * steps_per_epoch * cfg.batch_size
         metrics = EpochMetrics(
             epoch=epoch,
