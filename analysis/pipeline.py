@@ -220,7 +220,7 @@ def analyze_trials(
         objective=objective,
         optimizer=info,
         no_change=no_change,
-        noise=measured_noise_scale(trials, best),
+        noise=measured_noise_scale(trials, best, epochs),
         steps=steps_curve(trials),
         margin=margin,
     )

@@ -241,7 +241,9 @@ def _noise(a: Analysis) -> dict | None:
         "b_noise_fit": inf.b_noise,
         "b_noise_fit_ci": list(inf.b_noise_ci),
         "ratio_to_fit": ratio,
-        "epoch": "final",
+        "epoch": "final" if a.noise.level is None else "equal progress",
+        "train_loss_level": a.noise.level,
+        "ci": list(a.noise.ci),
         "text": comparison_text(a.noise, inf.b_noise, inf.b_noise_ci),
     }
 

@@ -51,7 +51,10 @@ def run_sweep(storage: Path, name: str, batches: list[int], seed: int) -> float:
         "--set",
         f"batch_sizes=[{','.join(map(str, batches))}]",
     ]
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise SystemExit(f"sweep {name} failed (exit {proc.returncode}):\n{tail}")
     return time.perf_counter() - t0
 
 

@@ -66,6 +66,29 @@ def test_the_two_batch_estimates_are_unbiased(draws):
     assert big.mean() > 1.2 * g2
 
 
+def test_the_estimates_are_unbiased_on_a_finite_training_set():
+    """Batches drawn without replacement from N examples: E|G_B|^2 = |G|^2 + tr(S)(1/B - 1/N),
+    and a full batch (B = N) has no noise at all."""
+    rng = np.random.default_rng(2)
+    n, dim, reps = 256, 5, 20000
+    per_example = rng.normal(size=(n, dim)) + 0.3  # a fixed finite training set's gradients
+    g2 = float((per_example.mean(0) ** 2).sum())
+    trace = float(per_example.var(0, ddof=0).sum()) * n / (n - 1)
+
+    def draw(b: int) -> np.ndarray:
+        idx = np.argsort(rng.random((reps, n)), axis=1)[:, :b]
+        return (per_example[idx].mean(1) ** 2).sum(1)
+
+    small, big = draw(16), draw(128)
+    assert g2_estimate(small, big, 16, 128, n).mean() == pytest.approx(g2, rel=0.03)
+    assert trace_estimate(small, big, 16, 128, n).mean() == pytest.approx(trace, rel=0.03)
+    # uncorrected, |G|^2 comes out low by tr(Sigma) / N: B_simple high when it nears N
+    naive = g2_estimate(small, big, 16, 128).mean()
+    assert naive == pytest.approx(g2 - trace / n, rel=0.03)
+    full = draw(n)  # the full batch: exactly |G|^2
+    assert g2_estimate(small, full, 16, n, n).mean() == pytest.approx(g2, rel=1e-9)
+
+
 def test_the_smoothed_ratio_recovers_b_simple(draws):
     small, big, (g2, trace) = draws
     ema = NoiseScaleEMA(decay=0.999)

@@ -7,20 +7,26 @@ linearly with the batch size (lr*(B) = lr_max / (1 + B_noise / B)). A trial that
 the B_noise fitted to the best learning rates.
 
 The estimator. With G the true gradient and Sigma the per-example gradient covariance, the
-squared norm of a mini-batch gradient of B examples has E|G_B|^2 = |G|^2 + tr(Sigma) / B. Two
-batch sizes B_small < B_big at the same weights give unbiased estimates of both terms
-(`g2_estimate`, `trace_estimate`). Each is very noisy at small batches, so both are smoothed by
-exponential moving averages and divided only then (`NoiseScaleEMA`).
+squared norm of the mean gradient of B examples drawn without replacement from the N of the
+training set has E|G_B|^2 = |G|^2 + tr(Sigma) (1/B - 1/N) (the finite-data correction: a full
+batch has no sampling noise). Two batch sizes B_small < B_big at the same weights give
+unbiased estimates of both terms (`g2_estimate`, `trace_estimate`). Each is very noisy at
+small batches, so both are smoothed by exponential moving averages and divided only then
+(`NoiseScaleEMA`).
 
-In the training loop (`NoiseScaleMeter`): every `every` steps, before the optimizer step, the
-gradient of a fresh random batch of B_big = BIG_BATCH_FACTOR x B examples is computed at the
+In the training loop (`NoiseScaleMeter`): MEASUREMENTS_PER_EPOCH times per epoch at every batch
+size (the schedule and the EMAs' one-epoch window are counted in examples, so batch sizes are
+averaged over the same stretch of training), before the optimizer step, the gradient of a
+fresh random batch of B_big = BIG_BATCH_FACTOR x B examples (at most N) is computed at the
 current weights (not applied; in chunks, so memory stays bounded), and |G_small|^2 is read from
 the step's own gradient of B examples (an optimizer pre-step hook, before the update). The
 measurement draws its examples from its own generator and restores the RNG streams (dropout)
 and buffers (batch-norm statistics) it touched, so a trial trains exactly as it would without
-it; it costs about BIG_BATCH_FACTOR / MEASURE_EVERY (50%) more gradient computation. The
-CUDA-graph step (trainables.fast_step) is not used while measuring: the graph cannot hand out
-the gradient before its own update.
+it. It costs MEASUREMENTS_PER_EPOCH x min(16 B, N) extra gradient examples per epoch: about 25%
+at B = 8 on 4,000 examples, but several epochs' worth at B >= N / 16, so a sweep measures it in
+a few trials near each batch size's best lr rather than in all of them. The CUDA-graph step
+(trainables.fast_step) is not used while measuring: the graph cannot hand out the gradient
+before its own update.
 
     >>> ema = NoiseScaleEMA(decay=0.9)
     >>> ema.value  # NaN until measured
@@ -43,20 +49,33 @@ from trainables.fast_step import LossOf, StepInputs
 
 BIG_BATCH_FACTOR = 16  # B_big = 16 x B (capped at the training set): a larger B_big gives a
 # less noisy estimate per example spent (the variance of |G|^2's estimate falls as 1 / B_big)
-MEASURE_EVERY = 32  # steps between measurements (at least one per epoch)
+MEASUREMENTS_PER_EPOCH = 8  # at every batch size (fewer only when an epoch has fewer steps):
+# the schedule and the EMA window (one epoch) are counted in examples, not steps
 MIN_WINDOW = 4  # the EMAs average over at least this many measurements
 BIG_CHUNK = 1024  # examples per forward/backward pass of the big batch
 
 
 # ---------------------------------------------------------------- the estimator (pure)
-def g2_estimate(g_small_sq: float, g_big_sq: float, b_small: float, b_big: float) -> float:
-    """Unbiased estimate of |G|^2 from two gradient norms at the same weights."""
-    return (b_big * g_big_sq - b_small * g_small_sq) / (b_big - b_small)
+def _spread(b: float, n: float) -> float:
+    """Variance factor of the mean gradient of b examples drawn without replacement from n:
+    1/b - 1/n (a full batch, b = n, has no sampling noise at all)."""
+    return 1.0 / b - 1.0 / n
 
 
-def trace_estimate(g_small_sq: float, g_big_sq: float, b_small: float, b_big: float) -> float:
+def g2_estimate(
+    g_small_sq: float, g_big_sq: float, b_small: float, b_big: float, n: float = math.inf
+) -> float:
+    """Unbiased estimate of |G|^2 from two gradient norms at the same weights (batches drawn
+    without replacement from n examples)."""
+    a_s, a_b = _spread(b_small, n), _spread(b_big, n)
+    return (a_s * g_big_sq - a_b * g_small_sq) / (a_s - a_b)
+
+
+def trace_estimate(
+    g_small_sq: float, g_big_sq: float, b_small: float, b_big: float, n: float = math.inf
+) -> float:
     """Unbiased estimate of tr(Sigma), the per-example gradient variance."""
-    return (g_small_sq - g_big_sq) / (1.0 / b_small - 1.0 / b_big)
+    return (g_small_sq - g_big_sq) / (_spread(b_small, n) - _spread(b_big, n))
 
 
 def ema_decay(measurements_per_epoch: float) -> float:
@@ -75,11 +94,18 @@ class NoiseScaleEMA:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay, self.g2, self.trace, self.n = decay, g2, trace, n
 
-    def update(self, g_small_sq: float, g_big_sq: float, b_small: float, b_big: float) -> None:
+    def update(
+        self,
+        g_small_sq: float,
+        g_big_sq: float,
+        b_small: float,
+        b_big: float,
+        n: float = math.inf,
+    ) -> None:
         if not b_big > b_small > 0:
             raise ValueError(f"need 0 < b_small < b_big, got {b_small} and {b_big}")
-        g2 = g2_estimate(g_small_sq, g_big_sq, b_small, b_big)
-        tr = trace_estimate(g_small_sq, g_big_sq, b_small, b_big)
+        g2 = g2_estimate(g_small_sq, g_big_sq, b_small, b_big, n)
+        tr = trace_estimate(g_small_sq, g_big_sq, b_small, b_big, n)
         if not (math.isfinite(g2) and math.isfinite(tr)):
             return  # a diverging step: keep the last good averages
         self.g2 = self.decay * self.g2 + (1 - self.decay) * g2
@@ -141,7 +167,9 @@ class NoiseScaleMeter:
         self.x_all, self.y_all = inputs.x_all, inputs.y_all
         self.b_small = batch_size
         self.b_big = min(BIG_BATCH_FACTOR * batch_size, self.x_all.shape[0])
-        self.every = max(1, min(MEASURE_EVERY, steps_per_epoch))
+        self.n_total = self.x_all.shape[0]
+        per_epoch = self.n_total / (MEASUREMENTS_PER_EPOCH * batch_size)  # steps between
+        self.every = max(1, min(round(per_epoch), steps_per_epoch))
         self.gen = torch.Generator(device=self.x_all.device).manual_seed(10_007 + seed)
         self.ema = NoiseScaleEMA(ema_decay(steps_per_epoch / self.every))
         self._g_big_sq: float | None = None  # armed: the next optimizer step completes it
@@ -175,7 +203,7 @@ class NoiseScaleMeter:
         if self._g_big_sq is None:
             return
         g_small_sq = grad_sq_norm(p for group in opt.param_groups for p in group["params"])
-        self.ema.update(g_small_sq, self._g_big_sq, self.b_small, self.b_big)
+        self.ema.update(g_small_sq, self._g_big_sq, self.b_small, self.b_big, self.n_total)
         self._g_big_sq = None
 
     def capture(self) -> dict[str, Any]:
