@@ -310,3 +310,35 @@ def test_smoke_sweep_spreads_over_both_nodes_and_the_analysis_reads_it(ray_clust
     assert fit.returncode == 0, fit.stderr[-3000:]
     best = json.loads((report / "fit.json").read_text())["best_lr"]
     assert {b["batch_size"] for b in best} == {8, 32}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_digits_example_runs_on_both_nodes_from_code_ray_shipped(ray_cluster, tmp_path):
+    """examples/digits (a model and a data set by import path) through `python -m sweep` and
+    the report on the two-node cluster. The driver runs outside the repository and finds
+    `examples` through PYTHONPATH, which the nodes' workers do not get: they can only import it
+    from the package Ray shipped (runtime_env py_modules)."""
+    address, token, _ = ray_cluster
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(RAY_AUTH_TOKEN=token, PYTHONPATH=str(ROOT))
+    tiny = ["batch_sizes=[8, 32]", "epochs=2", "optuna.trials_per_batch_size=0", "confirm.top_k=0"]
+    cmd = [sys.executable, "-m", "sweep", "--config", str(ROOT / "examples/digits/sweep.yaml")]
+    cmd += ["--storage", str(tmp_path / "shared"), "--shared-storage", "--address", address]
+    cmd += [arg for t in tiny for arg in ("--set", t)]
+    out = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "2 nodes" in out.stdout
+    exp = tmp_path / "shared" / "digits"
+    params = [json.loads(p.read_text()) for p in exp.glob("*/params.json")]
+    assert len(params) == 4  # 2 batch sizes x 2 warmups
+    assert {(p["model"], p["dataset"]) for p in params} == {
+        ("examples.digits.model:build", "examples.digits.data:load")
+    }
+    assert all(p["params"] == {"hidden": 64, "dropout": 0.1} for p in params)
+    rows = [json.loads(x) for r in exp.glob("*/result.json") for x in r.read_text().splitlines()]
+    assert len({r["node_id"] for r in rows}) == 2  # both nodes imported the shipped package
+    assert all(r["val_acc"] > 0.8 for r in rows if r["epoch"] == 2)
+    assert (exp / "report" / "fit.json").is_file()
