@@ -178,9 +178,12 @@ def test_a_worker_that_keeps_crashing_is_marked_failed_and_the_sweep_goes_on(tmp
         "--no-report",
         *sets("batch_sizes=[8]", "grid.lr_multipliers=[1]", "max_failures=1"),
         env=env,
+        check=False,
     )
     assert "2 failed" in out.stdout and out.stdout.count("FAILED") == 2
     assert len(list((tmp_path / "smoke").glob("*/error.txt"))) == 2
+    assert out.returncode == 1  # every trial failed: nothing to analyse
+    assert "error: every trial failed, most often with: " in out.stderr
 
 
 def test_fresh_moves_the_old_sweep_aside_and_a_changed_config_is_refused(tmp_path):
