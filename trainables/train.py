@@ -201,11 +201,17 @@ def train(
     torch.manual_seed(cfg.seed)  # init and dropout
     model = get_model(cfg.model, cfg.params)(data.in_shape, data.num_outputs).to(device)
     x_all, y_all = data.x_train[:n_train], data.y_train[:n_train]
-    # the user's own model may reshape with .view, which NHWC activations would break
-    if cfg.model in MODELS and fast_step.prefer_channels_last(device, x_all):
+    # A user's own model runs eagerly in NCHW: it may reshape with .view (which NHWC breaks),
+    # or take data-dependent paths and sync with the CPU (which one captured graph would
+    # freeze or break).
+    registered = cfg.model in MODELS
+    if registered and fast_step.prefer_channels_last(device, x_all):
         model = fast_step.to_channels_last(model)
     graphed = fast_step.use_cuda_graph(
-        cfg.cuda_graph and not cfg.measure_noise_scale, device, cfg.batch_size, total_steps
+        cfg.cuda_graph and not cfg.measure_noise_scale and registered,
+        device,
+        cfg.batch_size,
+        total_steps,
     )
     lr_tensor = torch.tensor(cfg.lr, device=device) if graphed else None
     opt = make_optimizer(cfg, model.parameters(), lr_tensor)
