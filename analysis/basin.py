@@ -417,6 +417,34 @@ class Likelihood:
         upper = np.triu(h, 1)
         return np.triu(h) + upper.T
 
+    def pred_jacobian(
+        self, p: np.ndarray, bi: np.ndarray, wi: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For hypothetical trials (batch level bi, warmup level wi, log10 lr x): the
+        gradient of their predicted metric with respect to the parameters (n, n_params), the
+        predicted rise above the floor and the noise sd. The design loop weighs where a next
+        trial would teach the model most."""
+        lay = self.lay
+        u = self.unpack(p)
+        dx = x - (u["mu_b"][bi] + u["dmu"][wi])
+        left = dx < 0
+        c = np.exp(np.where(left, u["log_cl_b"][bi], u["log_cr_b"][bi]))
+        a = -2.0 * c * dx
+        n = len(x)
+        j = np.zeros((n, lay.size))
+        j[:, : lay.k_mu] = a[:, None] * self.model.jac(p[: lay.k_mu], self.log_b)[bi]
+        j[np.arange(n), lay.f.start + bi] = 1.0
+        zi = self.z[bi]
+        dlc = c * dx * dx
+        g0 = lay.g.start
+        j[:, g0] = dlc
+        j[:, g0 + 1] = dlc * zi
+        j[:, g0 + 2] = np.where(left, 0.0, dlc)
+        on = wi > 0
+        j[np.flatnonzero(on), lay.dmu.start + wi[on] - 1] = a[on]
+        j[np.flatnonzero(on), lay.df.start + wi[on] - 1] = 1.0
+        return j, dlc, np.exp(u["log_s_b"][bi])
+
     def loglik(self, p: np.ndarray) -> float:
         return -self.value_grad(p)[0]
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2
 
 from analysis import basin
 from analysis.basin import FREE, SATURATING, Design, Fit, Likelihood, MuModel, fit_model
@@ -104,6 +105,8 @@ class Inference:
     b_noise_ci: tuple[float | None, float | None] = (None, None)
     peak_b: float | None = None  # `curved`: the batch size where the best lr peaks
     warmup: object | None = None  # analysis.warmup_test.WarmupTest
+    power_fit: Fit | None = field(default=None, repr=False)  # the power law's full fit
+    power_design: Design | None = field(default=None, repr=False)  # ... and its trials
     basin_width: float | None = None  # decades from the optimum where the metric rises
     # by one noise sd (median batch size): how flat the basin is
 
@@ -252,8 +255,10 @@ def infer(
     seed: int = 0,
     constant: bool = True,
     warmup: bool = True,
+    level: float = 0.95,
 ) -> Inference:
-    """Fit the basin model and the rules (see the module docstring)."""
+    """Fit the basin model and the rules (see the module docstring). `level`: the confidence
+    of alpha's interval (the sweep's stopping rule asks for more than the report's 95%)."""
     fin, log_scale = oriented(trials, metric, maximize)
     rows, brackets = [], {}
     for b, group in fin.groupby("batch_size", sort=True):
@@ -297,7 +302,7 @@ def infer(
     rules = _fit_rules(sub, sub_cut, sub_free, ref, constant)
     power_fit = rules.pop("_power_fit")
     sat_fit = rules.pop("_saturating_fit")
-    alpha, ci_chi2, ci, cal = _alpha(sub, sub_cut, power_fit, ref, rng, replicates)
+    alpha, ci_chi2, ci, cal = _alpha(sub, sub_cut, power_fit, ref, rng, replicates, level)
     b_noise, b_ci, lr_max = _b_noise(sub, sub_cut, sat_fit)
     peak = None
     if "curved" in rules:
@@ -324,6 +329,8 @@ def infer(
         b_noise_ci=b_ci,
         peak_b=peak,
         warmup=wt,
+        power_fit=power_fit,
+        power_design=sub,
         basin_width=_width(free),
     )
 
@@ -470,20 +477,34 @@ def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -
 
 
 def _alpha(
-    sub: Design, cut: float, power_fit: Fit, ref: float, rng: np.random.Generator, replicates: int
+    sub: Design,
+    cut: float,
+    power_fit: Fit,
+    ref: float,
+    rng: np.random.Generator,
+    replicates: int,
+    level: float = 0.95,
 ):
     model = basin.power(ref)
     lik = Likelihood(sub, model, cut)
     alpha = float(power_fit.params[1])
-    ci_chi2 = profile_interval(lik, power_fit.params, power_fit.loglik, 1, limit=4.0)
+    base = float(chi2.ppf(level, 1))
+    ci_chi2 = profile_interval(
+        lik, power_fit.params, power_fit.loglik, 1, threshold=base, limit=4.0
+    )
     cal = None
     ci = ci_chi2
     if replicates > 0:
         stats, failed = lr_statistics(sub, model, cut, power_fit.params, [1], replicates, rng)
         cal = calibration_from(stats, failed)
-        if cal.widened:
+        if cal.widened:  # the same Bartlett scale at any level
             ci = profile_interval(
-                lik, power_fit.params, power_fit.loglik, 1, threshold=cal.threshold, limit=4.0
+                lik,
+                power_fit.params,
+                power_fit.loglik,
+                1,
+                threshold=base * cal.threshold / CHI2_1_95,
+                limit=4.0,
             )
     return alpha, ci_chi2, ci, cal
 

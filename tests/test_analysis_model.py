@@ -258,3 +258,21 @@ def test_fisher_information_is_j_w_j_of_the_predictions(model):
     s = lik.predict(p)[1]
     expected = (jp / s[:, None] ** 2).T @ jp + 2 * js.T @ js
     np.testing.assert_allclose(lik.fisher(p), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_gradient_of_a_hypothetical_trial_matches_the_model():
+    d = _design(np.random.default_rng(8))
+    cut, free = fit_cut(d)
+    model = basin.power(1.5)
+    lik = Likelihood(d, model, cut)
+    p = basin.convert(free.params, d, model)
+    jac, rise, sd = lik.pred_jacobian(p, d.bi, d.wi, d.x)
+    h = 1e-6
+    num = np.array(
+        [(lik.predict(p + h * e)[0] - lik.predict(p - h * e)[0]) / (2 * h) for e in np.eye(len(p))]
+    ).T
+    np.testing.assert_allclose(jac, num, rtol=1e-5, atol=1e-7)
+    mean, s = lik.predict(p)
+    u = lik.unpack(p)
+    np.testing.assert_allclose(rise, mean - u["f_b"][d.bi] - u["df"][d.wi], atol=1e-12)
+    np.testing.assert_allclose(sd, s)
