@@ -3,23 +3,27 @@
 `python -m sweep --address HEAD:PORT` (or `RAY_ADDRESS`) connects to a running cluster instead
 of starting a local Ray; the CLI and `sweep.runner` call in here at three points:
 
-- `use_token_if_available(address)`, before anything imports Ray: Ray 2.60 turns token
-  authentication on when it finds a token for a cluster it discovers itself, but never for an
-  explicit address, so a driver that has the token (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or
-  `~/.ray/auth_token`) would fail to connect after ~20 s of retries. We set
-  `RAY_AUTH_MODE=token` whenever a token is at hand and the variable is unset, as a user would
-  export it (Ray reads it once, when it loads its configuration); authentication is never
-  turned off here, and a cluster that runs without it gets a warning line.
+- `use_token_if_available(address)`, before anything imports Ray: follow the cluster's own
+  authentication mode. Ray reads `RAY_AUTH_MODE` once, when it loads its configuration, and
+  turns token mode on for an explicit address never (a driver that has the token of a cluster
+  that demands one fails after ~20 s of retries), while a driver in token mode on a cluster
+  that runs without tokens connects but gets every trial cancelled ("The actor never ran").
+  So the sweep asks the cluster's GCS once, without a token, whether it answers (one gRPC call
+  through the grpc package Ray depends on; no private Ray function), and sets `RAY_AUTH_MODE`
+  to match: `token` (with a token at hand, which the GCS must accept) or `disabled`. A mode
+  the user exported that contradicts the cluster, a missing or refused token: one line naming
+  the fix (`ConfigError`, exit code 2), before Ray starts. A cluster that cannot be asked (TLS,
+  a changed protocol) is left to `RAY_AUTH_MODE` as exported.
 - `check_reachable(address)` before `ray.init`: an address where nothing listens fails at
   once (ray.init would retry for minutes).
 - `check_cluster(cfg, storage, options)` after `ray.init`, before anything is written: prints
   the nodes and GPUs the driver sees and decides whether the results folder is reachable from
-  every node. With trials on more than one node the storage must be shared (`sweep.storage`
-  classifies it) or declared shared (`--shared-storage`, e.g. the same local disk seen by
-  several Ray nodes of one machine). A node-local path fails with one line naming the problem
-  and the fix (`ConfigError`, exit code 2). A shared path is then probed: one zero-CPU task per
-  node checks that it sees a marker file the driver wrote, that it can import this project,
-  and that the data set is available there.
+  every node. With trials on a node of another host the storage must be shared
+  (`sweep.storage` classifies it) or declared shared (`--shared-storage`); nodes that all run
+  on the driver's host (the same node IP) share its disk. A node-local path fails with one line
+  naming the problem and the fix (`ConfigError`, exit code 2). Otherwise the path is probed:
+  one zero-CPU task per node checks that it sees a marker file the driver wrote, that it can
+  import this project, and that the data set is available there.
 
 See docs/cluster.md.
 """
@@ -42,6 +46,9 @@ if TYPE_CHECKING:
 PROBE_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 5.0
 PROBE_PREFIX = ".sweep-probe-"
+# Any call to the GCS tells whether it demands a token: Ray's server answers a call without
+# one, on a cluster with token authentication, with UNAUTHENTICATED before it runs the method.
+GCS_PROBE_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,12 @@ class ClusterInfo:
         """True when a trial may run on a node other than the driver's."""
         return {n.node_id for n in self.trial_nodes} != {self.driver_node_id}
 
+    @property
+    def on_one_host(self) -> bool:
+        """Every node that runs trials has the driver's node IP: one machine, one disk."""
+        driver_ips = {n.ip for n in self.nodes if n.node_id == self.driver_node_id}
+        return len(driver_ips) == 1 and {n.ip for n in self.trial_nodes} <= driver_ips
+
 
 # ---------------------------------------------------------------------------- connection
 def resolve_address(address: str | None) -> str | None:
@@ -86,12 +99,16 @@ def resolve_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail fast (ConfigError) when nothing listens at HEAD:PORT: ray.init would retry for
-    minutes. `auto`, `local` and `ray://` addresses are left to Ray."""
+def _explicit(address: str | None) -> str | None:
+    """HEAD:PORT of a cluster named explicitly; None for a local Ray and for `auto`, `local`
+    and `ray://` addresses, which are left to Ray."""
     where = resolve_address(address)
     if where is None or where in ("auto", "local") or "://" in where:
-        return
+        return None
+    return where
+
+
+def _host_port(where: str) -> tuple[str, int]:
     host, _, port = where.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
@@ -99,6 +116,16 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
             f"Ray address '{where}' is not HEAD:PORT; pass --address (or "
             "RAY_ADDRESS) as `ray start --head` printed it, e.g. 10.0.0.1:6379"
         )
+    return host, int(port)
+
+
+def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast (ConfigError) when nothing listens at HEAD:PORT: ray.init would retry for
+    minutes. `auto`, `local` and `ray://` addresses are left to Ray."""
+    where = _explicit(address)
+    if where is None:
+        return
+    host, port = _host_port(where)
     hosts = [host]
     if host in ("localhost", "127.0.0.1", "::1"):  # Ray itself dials this node's own IP
         from ray.util import get_node_ip_address
@@ -107,7 +134,7 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
     problem: OSError | None = None
     for h in hosts:
         try:
-            socket.create_connection((h, int(port)), timeout=timeout_s).close()
+            socket.create_connection((h, port), timeout=timeout_s).close()
             return
         except OSError as err:
             problem = err
@@ -118,25 +145,81 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
     )
 
 
-def token_at_hand() -> bool:
-    """Does this machine have a Ray token, where Ray looks for one?"""
+def token_at_hand() -> tuple[str, str] | None:
+    """(the Ray token, where it came from) as Ray looks for one: RAY_AUTH_TOKEN, else the file
+    RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token; None when there is none."""
     if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if path:
-        return Path(path).expanduser().is_file()
-    return (Path.home() / ".ray" / "auth_token").is_file()
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        token = path.expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return (token, str(path)) if token else None
+
+
+def gcs_answer(where: str, token: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
+    """One call to the GCS at HEAD:PORT, with `token` or without one: 'ok' (it answered),
+    'denied' (UNAUTHENTICATED: it demands a token, or another one) or 'unknown' (nothing
+    listens, TLS, or a protocol this check does not know)."""
+    import grpc
+
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with grpc.insecure_channel(where) as channel:
+        call = channel.unary_unary(GCS_PROBE_METHOD)  # raw bytes: b"" is the empty request
+        try:
+            call(b"", timeout=timeout_s, metadata=metadata)
+        except grpc.RpcError as err:
+            return "denied" if err.code() == grpc.StatusCode.UNAUTHENTICATED else "unknown"
+    return "ok"
 
 
 def use_token_if_available(address: str | None) -> None:
-    """For an explicit cluster address, turn Ray's token mode on when a token is at hand and
-    `RAY_AUTH_MODE` is unset. Call it before Ray is imported: Ray reads the mode once."""
-    if (
-        resolve_address(address) is not None
-        and "RAY_AUTH_MODE" not in os.environ
-        and token_at_hand()
-    ):
-        os.environ["RAY_AUTH_MODE"] = "token"
+    """For an explicit cluster address, set `RAY_AUTH_MODE` to the cluster's own mode: `token`
+    when its GCS demands a token (with the token at hand, which it must accept), `disabled`
+    when it answers without one. A mode exported by the user must match it. ConfigError (one
+    line, the fix) otherwise. Call it before Ray is imported: Ray reads the mode once."""
+    where = _explicit(address)
+    if where is None:
+        return
+    _host_port(where)  # a malformed address: one line
+    answer = gcs_answer(where)
+    if answer == "unknown":  # nothing listens (check_reachable says so), TLS, ...
+        return
+    wants_token = answer == "denied"
+    exported = os.environ.get("RAY_AUTH_MODE")
+    if exported is not None and (exported.lower() == "token") != wants_token:
+        if wants_token:
+            raise ConfigError(
+                f"the Ray cluster at '{where}' requires token authentication, but "
+                f"RAY_AUTH_MODE={exported} here; unset RAY_AUTH_MODE (the sweep follows the "
+                "cluster) or export RAY_AUTH_MODE=token, with the cluster's token in "
+                "RAY_AUTH_TOKEN or ~/.ray/auth_token (see docs/cluster.md, Tokens)"
+            )
+        raise ConfigError(
+            f"the Ray cluster at '{where}' runs without token authentication, but "
+            "RAY_AUTH_MODE=token here, which would get every trial cancelled; unset "
+            "RAY_AUTH_MODE (the sweep follows the cluster), or restart the cluster's nodes "
+            "with RAY_AUTH_MODE=token and a token (see docs/cluster.md, Tokens)"
+        )
+    if not wants_token:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        return
+    found = token_at_hand()
+    if found is None:
+        raise ConfigError(
+            f"the Ray cluster at '{where}' requires token authentication and this machine has "
+            "no token; copy the cluster's token (`ray get-auth-token` on its head) into "
+            "RAY_AUTH_TOKEN or ~/.ray/auth_token (see docs/cluster.md, Tokens)"
+        )
+    token, source = found
+    if gcs_answer(where, token) == "denied":
+        raise ConfigError(
+            f"the Ray cluster at '{where}' refused the token in {source}; use the cluster's "
+            "own token (`ray get-auth-token` on its head), in RAY_AUTH_TOKEN or "
+            "~/.ray/auth_token (see docs/cluster.md, Tokens)"
+        )
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def connect_error(address: str | None, err: BaseException) -> ConfigError:
@@ -189,7 +272,7 @@ def describe(info: ClusterInfo) -> str:
 # ---------------------------------------------------------------------------- storage
 def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo, options: Options) -> None:
     """Fail (ConfigError) when trials on other nodes could not write to `storage`."""
-    if not info.needs_shared_storage or where.shared or options.shared_storage:
+    if not info.needs_shared_storage or info.on_one_host or where.shared or options.shared_storage:
         return
     n = len(info.trial_nodes)
     runs = f"trials run on {n} nodes" if n > 1 else "trials run on other nodes than this one"
@@ -294,9 +377,12 @@ def check_cluster(cfg: SweepConfig, storage: Path, options: Options) -> ClusterI
     require_shared(storage, where, info, options)
     require_journal_ok(cfg, where, options)
     if info.needs_shared_storage and info.trial_nodes:
-        reason = (
-            f"{where.fstype} at {where.mount}" if where.shared else "declared by --shared-storage"
-        )
+        if where.shared:
+            reason = f"{where.fstype} at {where.mount}"
+        elif options.shared_storage:
+            reason = "declared by --shared-storage"
+        else:
+            reason = f"every node runs on this machine, {info.trial_nodes[0].ip}"
         answers = probe_nodes(storage, info.trial_nodes, cfg.dataset, cfg.resolved_data_dir)
         print(
             f"[sweep] storage {storage}: shared ({reason}); seen by {len(answers)} of "

@@ -1,12 +1,19 @@
-"""Multi-node Ray: storage classification (fast) and a real two-node cluster on this machine.
+"""Multi-node Ray: storage classification (fast) and real two-node clusters on this machine.
 
 The integration tests start a head (`ray start --head --block`) and one worker
-(`ray start --address`) as separate process groups on loopback, each with one CPU and token
-authentication on (a fresh token, passed as RAY_AUTH_MODE=token + RAY_AUTH_TOKEN, exactly as
-docs/cluster.md tells users), then run `python -m sweep --address` against it. The cluster
-lives in its own --temp-dir, so a plain `ray.init()` elsewhere on this machine never joins it,
-and it is torn down by signalling only the processes started here (never `ray stop`, which
-would stop every Ray instance on the machine).
+(`ray start --address`) as separate process groups, each with one CPU, then run
+`python -m sweep --address` against them. Two clusters:
+
+- `ray_cluster`: token authentication on (a fresh token, passed as RAY_AUTH_MODE=token +
+  RAY_AUTH_TOKEN, exactly as docs/cluster.md tells users); its worker announces the node IP
+  127.0.0.2 (loopback too), so Ray sees it as a node on another host.
+- `open_cluster`: without token authentication (RAY_AUTH_MODE=disabled), both nodes on this
+  machine's IP: a driver that has a token must not switch token mode on against it, and its
+  local storage is shared by both nodes.
+
+Each cluster lives in its own --temp-dir, so a plain `ray.init()` elsewhere on this machine
+never joins it, and it is torn down by signalling only the processes started here (never
+`ray stop`, which would stop every Ray instance on the machine).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SMOKE, free_port, run_sweep
+from conftest import ROOT, SMOKE, free_port, run_sweep, sets
 
 from sweep.cluster import (
     ClusterInfo,
@@ -85,8 +92,11 @@ def test_object_store_uris_are_shared_but_refused_with_the_fix():
     check_storage_arg("/shared/results", journal="/shared/journal.log")
 
 
-def _cluster(*cpus: float, driver: int = 0) -> ClusterInfo:
-    nodes = tuple(NodeInfo(f"n{i}", "10.0.0.1", c, 0.0) for i, c in enumerate(cpus))
+def _cluster(*cpus: float, driver: int = 0, one_host: bool = False) -> ClusterInfo:
+    nodes = tuple(
+        NodeInfo(f"n{i}", "10.0.0.1" if one_host else f"10.0.0.{i + 1}", c, 0.0)
+        for i, c in enumerate(cpus)
+    )
     return ClusterInfo("10.0.0.1:6379", nodes, driver_node_id=f"n{driver}")
 
 
@@ -102,6 +112,15 @@ def test_node_local_storage_fails_only_when_trials_can_leave_the_drivers_node():
         require_shared(Path("/r"), LOCAL, _cluster(1, 1), Options())
     with pytest.raises(ConfigError, match="other nodes than this one"):
         require_shared(Path("/r"), LOCAL, _cluster(0, 4), Options())  # head without CPUs
+
+
+def test_nodes_that_all_run_on_the_drivers_host_share_its_local_disk():
+    require_shared(Path("/r"), LOCAL, _cluster(1, 1, 1, one_host=True), Options())
+    require_shared(Path("/r"), LOCAL, _cluster(0, 4, one_host=True), Options())
+    assert _cluster(1, 1, one_host=True).on_one_host and not _cluster(1, 1).on_one_host
+    with pytest.raises(ConfigError, match="3 nodes"):  # one node elsewhere is enough
+        nodes = _cluster(1, 1, one_host=True).nodes + (NodeInfo("n2", "10.0.0.9", 1.0, 0.0),)
+        require_shared(Path("/r"), LOCAL, ClusterInfo("a", nodes, "n0"), Options())
 
 
 def test_the_optuna_journal_moves_off_an_object_store_mount_only_when_asked(tmp_path):
@@ -133,23 +152,19 @@ def test_an_address_where_nothing_listens_fails_at_once_with_the_fix():
     check_reachable("auto")  # left to Ray
 
 
-def test_a_token_at_hand_turns_token_mode_on_for_an_explicit_address_only(tmp_path, monkeypatch):
-    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+def test_a_local_ray_and_addresses_left_to_ray_keep_the_auth_mode_as_exported(monkeypatch):
+    for var in ("RAY_AUTH_MODE", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
-    use_token_if_available("10.0.0.1:6379")
-    assert "RAY_AUTH_MODE" not in os.environ  # no token: nothing to turn on
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
-    use_token_if_available("10.0.0.1:6379")
-    assert "RAY_AUTH_MODE" not in os.environ  # the token file is not there
-    (tmp_path / "token").write_text("secret")
-    use_token_if_available(None)
-    assert "RAY_AUTH_MODE" not in os.environ  # a local Ray decides for itself
-    use_token_if_available("10.0.0.1:6379")
-    assert os.environ["RAY_AUTH_MODE"] == "token"
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    use_token_if_available("10.0.0.1:6379")
-    assert os.environ["RAY_AUTH_MODE"] == "disabled"  # the user's choice stands
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    for address in (None, "auto", "ray://head:10001"):
+        use_token_if_available(address)
+        assert "RAY_AUTH_MODE" not in os.environ  # a local Ray decides for itself
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # nothing listens: check_reachable's job, not this one
+        use_token_if_available(f"127.0.0.1:{closed.getsockname()[1]}")
+    assert "RAY_AUTH_MODE" not in os.environ
+    with pytest.raises(ConfigError, match="not HEAD:PORT"):
+        use_token_if_available("10.0.0.1")
 
 
 # ---------------------------------------------------------------------------- real cluster
@@ -169,14 +184,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A head and one worker, one CPU each, token auth on; yields (address, token, logs)."""
-    token = secrets.token_hex(32)
+def _start_cluster(logs: Path, token: str | None, worker_ip: str | None = None):
+    """A head and one worker, one CPU each; with `token`, token authentication on, else off.
+    Yields the address; stops both nodes afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    if token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    else:  # this machine's ~/.ray/auth_token would otherwise switch `ray start --head` to token
+        env.update(RAY_AUTH_MODE="disabled")
     temp = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: Ray's socket paths are limited
-    logs = tmp_path_factory.mktemp("ray-logs")
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = [
@@ -217,7 +233,11 @@ def ray_cluster(tmp_path_factory):
                 break
             except OSError:
                 time.sleep(0.5)
-        start("worker", f"--address={address}")
+        start(
+            "worker",
+            f"--address={address}",
+            *([f"--node-ip-address={worker_ip}"] * bool(worker_ip)),
+        )
         waiter = (
             "import ray, sys, time; ray.init(address=sys.argv[1]); t = time.time()\n"
             "while sum(n['Alive'] for n in ray.nodes()) < 2 and time.time() - t < 60:\n"
@@ -235,10 +255,26 @@ def ray_cluster(tmp_path_factory):
             out.stderr[-2000:],
             (logs / "worker.log").read_text()[-2000:],
         )
-        yield address, token, logs
+        yield address
     finally:
         _stop(procs)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """Token authentication on, the worker as if on another host; yields (address, token,
+    logs)."""
+    token = secrets.token_hex(32)
+    logs = tmp_path_factory.mktemp("ray-logs")
+    for address in _start_cluster(logs, token, worker_ip="127.0.0.2"):
+        yield address, token, logs
+
+
+@pytest.fixture(scope="module")
+def open_cluster(tmp_path_factory):
+    """Without token authentication, both nodes on this machine's IP; yields the address."""
+    yield from _start_cluster(tmp_path_factory.mktemp("ray-open-logs"), token=None)
 
 
 def _sweep(
@@ -342,3 +378,74 @@ def test_the_digits_example_runs_on_both_nodes_from_code_ray_shipped(ray_cluster
     assert len({r["node_id"] for r in rows}) == 2  # both nodes imported the shipped package
     assert all(r["val_acc"] > 0.8 for r in rows if r["epoch"] == 2)
     assert (exp / "report" / "fit.json").is_file()
+
+
+# ---------------------------------------------------------------------------- auth modes
+@pytest.mark.integration
+def test_the_sweep_follows_each_clusters_own_auth_mode(ray_cluster, open_cluster, monkeypatch):
+    token_address, token, _ = ray_cluster
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)  # restored (absent) after the test
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the-token-of-some-other-cluster")
+    use_token_if_available(open_cluster)  # a token at hand, but this cluster wants none
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    with pytest.raises(ConfigError, match="refused the token in RAY_AUTH_TOKEN"):
+        use_token_if_available(token_address)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    use_token_if_available(token_address)
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with pytest.raises(ConfigError, match="requires token authentication, but RAY_AUTH_MODE"):
+        use_token_if_available(token_address)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(ConfigError, match="runs without token authentication, but RAY_AUTH"):
+        use_token_if_available(open_cluster)
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/nonexistent/token")
+    with pytest.raises(ConfigError, match="this machine has no token"):
+        use_token_if_available(token_address)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_cluster_without_tokens_runs_every_trial_on_both_nodes_with_a_token_at_hand(
+    open_cluster, tmp_path
+):
+    """The driver has a token (RAY_AUTH_TOKEN), the cluster runs without token
+    authentication: the sweep must not switch token mode on (every trial would be cancelled),
+    and the two nodes of this one machine share its local disk (no --shared-storage)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    storage = tmp_path / "local"
+    out = run_sweep(
+        storage,
+        "--address",
+        open_cluster,
+        "--no-report",
+        *sets("grid.warmup_epochs=[0]", "grid.lr_multipliers=[1]"),
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "2 nodes" in out.stdout and "without token authentication" in out.stdout
+    assert "every node runs on this machine" in out.stdout
+    rows = [json.loads(x) for r in storage.glob("smoke/*/result.json") for x in r.open()]
+    assert len(rows) == 4  # 2 trials (batch 8 and 32), 2 epochs each: every trial ran
+    assert len({r["node_id"] for r in rows}) == 2  # one CPU per node: one trial on each
+
+
+@pytest.mark.integration
+def test_token_mode_exported_against_an_open_cluster_is_one_line_and_exit_2(
+    open_cluster, tmp_path
+):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    out = run_sweep(tmp_path, "--address", open_cluster, env=env, timeout=120, check=False)
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-3000:])
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "runs without token authentication, but RAY_AUTH_MODE=token" in out.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
