@@ -269,6 +269,34 @@ def describe(info: ClusterInfo) -> str:
     return line if n == 1 else f"{line}; trials may run on {len(info.trial_nodes)} of them"
 
 
+def check_fits(cfg: SweepConfig, nodes: tuple[NodeInfo, ...], where: str) -> None:
+    """ConfigError when no node can hold one trial: Ray would wait for it forever."""
+    r = cfg.resources
+    most_cpus = max((n.cpus for n in nodes), default=0.0)
+    if r.cpu_per_trial > most_cpus:
+        raise ConfigError(
+            f"resources.cpu_per_trial={r.cpu_per_trial:g}, but the largest node of {where} has "
+            f"{most_cpus:g} CPUs, so no trial could ever start; use --set "
+            f"resources.cpu_per_trial={max(most_cpus, 1):g} (or less)"
+        )
+    gpu = r.gpu_per_trial
+    most_gpus = max((n.gpus for n in nodes), default=0.0)
+    if not isinstance(gpu, str) and gpu > most_gpus:
+        raise ConfigError(
+            f"resources.gpu_per_trial={gpu:g}, but the largest node of {where} has "
+            f"{most_gpus:g} GPUs, so no trial could ever start; use --set "
+            "resources.gpu_per_trial=auto (a share of a GPU when there is one)"
+        )
+
+
+def local_nodes() -> tuple[NodeInfo, ...]:
+    """The node a local `ray.init()` would start, at most: this machine's CPUs and CUDA devices
+    (Ray may count fewer CPUs in a container; `check_cluster` checks again with its count)."""
+    import torch
+
+    return (NodeInfo("local", "127.0.0.1", float(os.cpu_count() or 1), torch.cuda.device_count()),)
+
+
 # ---------------------------------------------------------------------------- storage
 def require_shared(storage: Path, where: StorageInfo, info: ClusterInfo, options: Options) -> None:
     """Fail (ConfigError) when trials on other nodes could not write to `storage`."""
@@ -367,6 +395,7 @@ def check_cluster(cfg: SweepConfig, storage: Path, options: Options) -> ClusterI
     """After ray.init, before any trial or file: print the cluster, check storage and nodes."""
     info = cluster_info()
     print(describe(info), flush=True)
+    check_fits(cfg, info.trial_nodes, "this Ray" if len(info.nodes) == 1 else "the cluster")
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         print(
             "[sweep] warning: this Ray runs without token authentication: anyone who can "

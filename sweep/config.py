@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
@@ -34,10 +36,101 @@ from trainables.user_code import ImportPathError, check_syntax, is_import_path
 
 SAMPLERS = ("tpe", "gp", "qmc")  # sweep.studies.make_sampler
 METRICS = ("val_loss", "val_acc")  # what the Optuna studies and the confirmation rank by
+MAX_CONFIG_BYTES = 1 << 20  # a sweep config is a page of YAML
+MAX_CONFIG_VALUES = 10_000  # values in a config once YAML aliases are expanded
+MAX_INT = 2**53  # integers beyond this are typos (and lose precision as JSON numbers)
+MAX_NAME_CHARS = 100  # the name is a folder (plus '.old-<time>'), a run and study prefix
+MAX_GRID_TRIALS = 100_000
+MAX_LR_LOG10 = 300  # every lr the sweep may try stays inside floating point's range
 
 
 class ConfigError(ValueError):
     """Bad input: one line that names the problem and the fix."""
+
+
+# ---------------------------------------------------------------- YAML
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with two changes: numbers such as 1e-3 are floats (YAML 1.2;
+    YAML 1.1 wants a dot, `1.0e-3`, and reads `1e-3` as text), and a key repeated in one
+    mapping is an error instead of the last one silently winning (merge keys `<<` may still
+    override)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                break
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _count_values(value: Any, budget: int) -> int:
+    """Values in `value` with aliases expanded, counting down from `budget`; stops (returning a
+    negative number) as soon as it is spent, so an alias bomb costs nothing."""
+    budget -= 1
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return budget
+    for item in items:
+        budget = _count_values(item, budget)
+        if budget < 0:
+            break
+    return budget
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """One YAML document -> plain values; ConfigError naming `what` and the fix otherwise."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain values only
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"{what} repeats the key '{dup.key}' (line {dup.line}); keep one of them"
+        ) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML{at}: fix its syntax") from None
+    except (RecursionError, ValueError):  # nesting thousands deep, a number of 5,000 digits
+        raise ConfigError(
+            f"{what} nests too deeply or holds a number too long to be a setting; fix it"
+        ) from None
+    if _count_values(value, MAX_CONFIG_VALUES) < 0:
+        raise ConfigError(
+            f"{what} holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases "
+            "(*name) are expanded; write the values out, or use fewer aliases"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -158,7 +251,17 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             _coerce(k, key_t, f"{where} key"): _coerce(v, val_t, f"{where}.{k}")
             for k, v in value.items()
         }
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        digits = len(str(abs(value)))
+        raise ConfigError(
+            f"{where}: a number of {digits} digits is too large; fix the value in the YAML "
+            "or --set"
+        )
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{where} must be a finite number, got {value}; fix the value in the YAML or --set"
+            )
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -211,10 +314,7 @@ def set_dotted(raw: dict[str, Any], dotted: str) -> None:
     if "=" not in dotted:
         raise ConfigError(f"--set '{dotted}' must look like key=value, e.g. grid.base_lr=0.002")
     key, text = dotted.split("=", 1)
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: '{text}' is not a YAML value") from None
+    value = parse_yaml(text, f"--set {key}: '{text}'") if text.strip() else None
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
@@ -227,22 +327,33 @@ def set_dotted(raw: dict[str, Any], dotted: str) -> None:
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds; ConfigError for anything else (a missing, empty,
+    binary, huge or unparsable file, a repeated key, an alias bomb)."""
     path = Path(path)
+    fix = "pass --config with a YAML file, e.g. sweep/configs/default.yaml"
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist; {fix}")
     if not path.is_file():
-        raise ConfigError(
-            f"config file '{path}' does not exist; pass --config with a YAML "
-            "file, e.g. sweep/configs/default.yaml"
-        )
+        raise ConfigError(f"config file '{path}' is not a regular file; {fix}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{at}: fix its syntax") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"config file '{path}' cannot be read ({err.strerror}); {fix}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file '{path}' is larger than 1 MiB, not a sweep config; {fix}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not a text file (UTF-8); {fix}") from None
+    raw = parse_yaml(text, f"config file '{path}'")
     if raw is None:
-        return {}
+        raise ConfigError(
+            f"config file '{path}' is empty; write the keys to change (e.g. `name: mine`), "
+            "or pass --config sweep/configs/default.yaml for the default sweep"
+        )
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {raw!r}")
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {raw!r:.80}")
     return raw
 
 
@@ -298,8 +409,17 @@ def validate(cfg: SweepConfig) -> None:
     _choice("schedule", cfg.schedule, SCHEDULES)
     _choice("metric", cfg.metric, METRICS)
     _need(
-        bool(cfg.name) and "/" not in cfg.name and not cfg.name.startswith("."),
-        f"name '{cfg.name}' must be a plain folder name (no '/', not starting with '.')",
+        bool(cfg.name)
+        and "/" not in cfg.name
+        and not cfg.name.startswith(".")
+        and cfg.name.isprintable(),
+        f"name {cfg.name!r:.120} must be a plain folder name (no '/', no control characters, "
+        "not starting with '.')",
+    )
+    _need(
+        len(cfg.name) <= MAX_NAME_CHARS,
+        f"name '{cfg.name[:40]}...' has {len(cfg.name)} characters; use at most "
+        f"{MAX_NAME_CHARS} (it names the results folder and the Optuna studies)",
     )
     _need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
     _need(cfg.seeds >= 1, f"seeds must be at least 1, got {cfg.seeds}")
@@ -344,10 +464,21 @@ def validate(cfg: SweepConfig) -> None:
                 f"{key}: warmup of {w} epochs is longer than the "
                 f"{cfg.epochs} training epochs; use at most {cfg.epochs}",
             )
+    n_grid = len(cfg.batch_sizes) * len(g.lr_multipliers) * len(g.warmup_epochs) * cfg.seeds
+    _need(
+        n_grid <= MAX_GRID_TRIALS,
+        f"the grid alone would run {n_grid:,} trials (batch_sizes x grid.lr_multipliers x "
+        f"grid.warmup_epochs x seeds); use at most {MAX_GRID_TRIALS:,}",
+    )
     o = cfg.optuna
     _need(
         o.trials_per_batch_size >= 0,
         f"optuna.trials_per_batch_size must be >= 0, got {o.trials_per_batch_size}",
+    )
+    _need(
+        o.trials_per_batch_size * len(cfg.batch_sizes) <= MAX_GRID_TRIALS,
+        f"optuna.trials_per_batch_size={o.trials_per_batch_size} x {len(cfg.batch_sizes)} "
+        f"batch sizes is more than {MAX_GRID_TRIALS:,} trials; use fewer",
     )
     _need(
         o.lr_range_decades > 0,
@@ -355,6 +486,7 @@ def validate(cfg: SweepConfig) -> None:
     )
     _need(o.max_widenings >= 0, f"optuna.max_widenings must be >= 0, got {o.max_widenings}")
     _need(o.widen_decades > 0, f"optuna.widen_decades must be positive, got {o.widen_decades}")
+    _check_lr_range(cfg)
     _need(
         cfg.confirm.top_k >= 0 and cfg.confirm.seeds >= 0,
         "confirm.top_k and confirm.seeds must be >= 0",
@@ -376,6 +508,27 @@ def validate(cfg: SweepConfig) -> None:
     _need(r.max_concurrent_trials >= 0, "resources.max_concurrent_trials must be >= 0")
     if cfg.target is not None:
         _validate_target(cfg.target)
+
+
+def _check_lr_range(cfg: SweepConfig) -> None:
+    """Every lr the grid and the Optuna studies (widened as far as allowed) may try must be a
+    positive, finite float: lr = base_lr x B / base_batch_size x m, then x 10^+-decades."""
+    g, o = cfg.grid, cfg.optuna
+    logs = [
+        math.log10(g.base_lr) + math.log10(b / g.base_batch_size) + math.log10(m)
+        for b in cfg.batch_sizes
+        for m in g.lr_multipliers
+    ]
+    extent = 0.0
+    if o.trials_per_batch_size > 0:
+        extent = o.lr_range_decades + o.max_widenings * o.widen_decades
+    _need(
+        max(logs) + extent <= MAX_LR_LOG10 and min(logs) - extent >= -MAX_LR_LOG10,
+        f"the lrs this sweep may try reach 10^{max(logs) + extent:.0f} (lowest "
+        f"10^{min(logs) - extent:.0f}), outside floating point's range; check grid.base_lr, "
+        "grid.lr_multipliers, optuna.lr_range_decades, optuna.max_widenings and "
+        "optuna.widen_decades (a few decades each way is a wide search)",
+    )
 
 
 def check_batch_sizes(cfg: SweepConfig, n_train: int) -> None:

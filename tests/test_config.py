@@ -1,6 +1,7 @@
 """Config loading, overrides, dry run, and bad input: exit 2, one line, nothing written."""
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from conftest import CONFIGS, ROOT
 
 from sweep import space
 from sweep.cli import main
+from sweep.cluster import NodeInfo, check_fits, local_nodes
 from sweep.config import ConfigError, load_config
 
 DEFAULT = str(CONFIGS / "default.yaml")
@@ -60,6 +62,18 @@ BAD_INPUTS = [
     (["--set", "optuna.sampler=cmaes"], "unknown optuna.sampler 'cmaes'"),
     (["--set", "optuna.trails_per_batch_size=3"], "did you mean 'optuna.trials_per_batch_size'"),
     (["--config", "/nonexistent.yaml"], "does not exist"),
+    (["--config", "/dev/null"], "is not a regular file"),
+    (["--set", "grid.base_lr=.inf"], "grid.base_lr must be a finite number, got inf"),
+    (["--set", "optuna.lr_range_decades=.inf"], "optuna.lr_range_decades must be a finite"),
+    (["--set", "momentum=.nan"], "momentum must be a finite number, got nan"),
+    (["--set", "optuna.max_widenings=1000"], "outside floating point's range"),
+    (["--set", "grid.base_lr=1e-300"], "outside floating point's range"),
+    (["--name", "x" * 300], "has 300 characters; use at most 100"),
+    (["--name", "two\nlines"], "no control characters"),
+    (["--set", "seeds=1000000000"], "the grid alone would run 14,000,000,000 trials"),
+    (["--set", "epochs=" + "9" * 30], "epochs: a number of 30 digits is too large"),
+    (["--set", "epochs=" + "9" * 5000], "a number too long"),
+    (["--set", "grid={base_lr: 0.1, base_lr: 0.2}"], "repeats the key 'base_lr'"),
     (
         ["--set", "dataset=fashion_mnist", "--set", "data_dir=/nonexistent-data"],
         "python -m trainables.data fetch fashion_mnist",
@@ -76,6 +90,72 @@ def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path, capsys)
     assert message in err
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     assert not storage.exists()  # nothing written
+
+
+def test_numbers_in_scientific_notation_are_floats_as_in_yaml_1_2(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as text; every config file and --set reads it as 0.001."""
+    path = tmp_path / "sci.yaml"
+    path.write_text("grid: {base_lr: 1e-3, lr_multipliers: [5E-1, 1, 2e+0]}\nmomentum: .5\n")
+    cfg = load_config(path, ["weight_decay=1e-4"])
+    assert cfg.grid.base_lr == 0.001 and cfg.grid.lr_multipliers == [0.5, 1.0, 2.0]
+    assert cfg.weight_decay == 0.0001 and cfg.momentum == 0.5
+    assert load_config(DEFAULT, ["params={tag: 1e3x}"]).params == {"tag": "1e3x"}  # text stays
+
+
+def _alias_bomb() -> str:
+    """412 bytes of YAML that expand to 9^9 (387 million) values."""
+    lines = ["name: bomb", "params:", "  a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, 9):
+        lines.append(f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+BAD_FILES = [
+    ("empty", b"", "is empty; write the keys to change"),
+    ("comments only", b"# nothing here\n", "is empty"),
+    ("duplicate key", b"name: a\nepochs: 2\nname: b\n", "repeats the key 'name' (line 3)"),
+    ("nested duplicate", b"grid:\n  base_lr: 0.1\n  base_lr: 0.2\n", "repeats the key 'base_lr'"),
+    ("random bytes", bytes(range(256)) * 8, "is not a text file"),
+    ("ELF header", b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56, "is not"),
+    ("UTF-16", "name: x\n".encode("utf-16"), "is not a text file"),
+    ("NUL in text", b"name: x\x00\n", "is not valid YAML"),
+    ("a list", b"- 1\n- 2\n", "must hold a mapping of keys"),
+    ("alias bomb", _alias_bomb().encode(), "more than 10,000 values once its YAML aliases"),
+    ("deep nesting", b"params: " + b"[" * 5000, "nests too deeply"),
+    ("over 1 MiB", b"# " + b"x" * (1 << 20) + b"\n", "larger than 1 MiB"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [b[1:] for b in BAD_FILES], ids=[b[0] for b in BAD_FILES]
+)
+def test_bad_config_files_are_one_line_and_exit_2(content, message, tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_bytes(content)
+    storage = tmp_path / "results"
+    assert main(["--config", str(path), "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert not storage.exists()
+
+
+def test_a_fifo_as_config_file_is_refused_without_blocking(tmp_path, capsys):
+    fifo = tmp_path / "sweep.yaml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    assert main(["--config", str(fifo), "--storage", str(tmp_path / "r")]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_a_trial_larger_than_any_node_is_refused(tmp_path):
+    cfg = load_config(SMOKE, ["resources.cpu_per_trial=100"])
+    with pytest.raises(ConfigError, match=r"cpu_per_trial=100, but the largest node .* has"):
+        check_fits(cfg, local_nodes(), "this machine")
+    cfg = load_config(SMOKE, ["resources.gpu_per_trial=1"])
+    two_cpus = (NodeInfo("n", "10.0.0.1", 2.0, 0.0),)
+    with pytest.raises(ConfigError, match=r"gpu_per_trial=1, but .* 0 GPUs"):
+        check_fits(cfg, two_cpus, "the cluster")
+    check_fits(load_config(SMOKE, ["resources.cpu_per_trial=2"]), two_cpus, "the cluster")
 
 
 def test_yaml_that_does_not_parse_names_the_line(tmp_path, capsys):
