@@ -256,9 +256,12 @@ def infer(
     constant: bool = True,
     warmup: bool = True,
     level: float = 0.95,
+    quick: bool = False,
 ) -> Inference:
     """Fit the basin model and the rules (see the module docstring). `level`: the confidence
-    of alpha's interval (the sweep's stopping rule asks for more than the report's 95%)."""
+    of alpha's interval (the sweep's stopping rule asks for more than the report's 95%).
+    `quick` (the design loop's look after every trial): no per-batch or B_noise intervals, a
+    batch size counts as located when its best tried lr is flanked by worse ones."""
     fin, log_scale = oriented(trials, metric, maximize)
     rows, brackets = [], {}
     for b, group in fin.groupby("batch_size", sort=True):
@@ -288,7 +291,7 @@ def infer(
         return _edges_only(table, metric, maximize, log_scale)
     design = _design(model_fin)
     cut, free = basin.fit_cut(design)
-    table = _per_batch(table, design, free, cut, sign, log_scale, rng, replicates)
+    table = _per_batch(table, design, free, cut, sign, log_scale, rng, replicates, quick)
     in_fit_b = set(table.loc[table["in_fit"], "batch_size"].astype(int))
     keep = np.isin(design.batches[design.bi], list(in_fit_b))
     out = dict(metric=metric, maximize=maximize, log_scale=log_scale, table=table, cut=cut)
@@ -303,7 +306,7 @@ def infer(
     power_fit = rules.pop("_power_fit")
     sat_fit = rules.pop("_saturating_fit")
     alpha, ci_chi2, ci, cal = _alpha(sub, sub_cut, power_fit, ref, rng, replicates, level)
-    b_noise, b_ci, lr_max = _b_noise(sub, sub_cut, sat_fit)
+    b_noise, b_ci, lr_max = _b_noise(sub, sub_cut, sat_fit, quick)
     peak = None
     if "curved" in rules:
         a, b1, c2 = rules["curved"].mu_params
@@ -375,6 +378,7 @@ def _per_batch(
     log_scale: bool,
     rng: np.random.Generator,
     replicates: int,
+    quick: bool = False,
 ) -> pd.DataFrame:
     """mu_B with calibrated profile intervals, floors, shapes; the edge flags."""
     lik = Likelihood(design, FREE, cut)
@@ -412,9 +416,11 @@ def _per_batch(
         j = pos[b]
         xs = design.x[design.bi == j]
         limit = max(float(xs.max()) - free.params[j], free.params[j] - float(xs.min()))
-        lo, hi = profile_interval(
-            lik, free.params, free.loglik, j, threshold=thr, limit=limit + MU_LIMIT_DECADES
-        )
+        lo = hi = None
+        if not quick:
+            lo, hi = profile_interval(
+                lik, free.params, free.loglik, j, threshold=thr, limit=limit + MU_LIMIT_DECADES
+            )
         mu = float(free.params[j])
         bracketed = bool(row["in_fit"])
         table.at[i, "floor"] = _unorient(float(u["f_b"][j]), sign, log_scale)
@@ -428,8 +434,8 @@ def _per_batch(
             table.at[i, "lr_ci_lo"] = None if lo is None else 10**lo
             table.at[i, "lr_ci_hi"] = None if hi is None else 10**hi
             table.at[i, "fit"] = "model"
-            at_edge.append(lo is None or hi is None)
-            if lo is None or hi is None:
+            at_edge.append(not quick and (lo is None or hi is None))
+            if not quick and (lo is None or hi is None):
                 table.at[i, "edge_side"] = "low" if lo is None else "high"
         else:
             # only bounded on one side: the best tried lr is the bound, never a point
@@ -509,16 +515,18 @@ def _alpha(
     return alpha, ci_chi2, ci, cal
 
 
-def _b_noise(sub: Design, cut: float, sat: Fit):
+def _b_noise(sub: Design, cut: float, sat: Fit, quick: bool = False):
     """B_noise of the saturating rule with its profile interval, and lr_max; None where the
     fit runs off the bounds (no knee: linear, or flat, over the whole range)."""
     lik = Likelihood(sub, SATURATING, cut)
     lo_b, hi_b = lik.bounds()[1]
     v = float(sat.params[1])
     at_bound = v <= lo_b + 1e-3 or v >= hi_b - 1e-3
-    lo, hi = profile_interval(
-        lik, sat.params, sat.loglik, 1, step=0.1, limit=max(v - lo_b, hi_b - v)
-    )
+    lo = hi = None
+    if not quick:
+        lo, hi = profile_interval(
+            lik, sat.params, sat.loglik, 1, step=0.1, limit=max(v - lo_b, hi_b - v)
+        )
     lo = None if lo is None or lo <= lo_b + 1e-3 else lo
     hi = None if hi is None or hi >= hi_b - 1e-3 else hi
     b_noise = None if at_bound else float(10**v)

@@ -1,0 +1,347 @@
+"""The design loop's decisions: where the next trial goes, and whether the sweep may stop.
+
+Pure functions of the model of all finished trials (`analysis.inference.Inference`) and of
+counts; no Ray, no Optuna (the searcher turns a `Proposal` into an Optuna ask). In order:
+
+1. `start`: a batch size with fewer than MIN_TRIALS finished trials is explored over a range
+   centred on its neighbours' fitted optimum (the power law through the located optima, else
+   the nearest located one moved along alpha = 0.75, else the configured centre), not on the
+   linear rule.
+2. `bracket`: a batch size whose best tried lr has no worse lr on one side gets a trial half a
+   decade beyond it on that side (beyond the largest lr below the divergence edge).
+3. `cover`: a located batch size with fewer than MIN_STOP trials gets one on a flank of its
+   basin (alternating sides), so every batch size can judge a knee or a peak, not only the two
+   ends that matter most for alpha.
+4. `alpha`: otherwise the trial that shrinks alpha's variance most: for every located batch
+   size, warmup and lr on the flanks of its modelled basin (up to FLANK of the way out on
+   both sides, short of the divergence edge), the expected reduction of Var(alpha) from one
+   more trial there, from the power law's Fisher information I (c-optimal design):
+   w (e' I^-1 g)^2 / (1 + w g' I^-1 g), g the gradient of the trial's predicted metric, w its
+   inverse noise variance. It puts trials on both flanks of
+   the basins (the vertex alone says nothing about where it is), at the batch sizes with the
+   most leverage on alpha, and where a basin is flat (more trials, hence more seeds, there).
+
+`stop_reason` says whether the verdict is decided or the budget is spent; `status_line` shows
+the answer forming.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis import basin
+from analysis.basin import Likelihood
+from analysis.decision import Decision
+from analysis.inference import Inference
+
+MIN_TRIALS = 4  # finished trials a batch size needs before its basin can be modelled
+START_HALF = 1.0  # decades on each side of the predicted optimum for a new batch size
+BRACKET_STEP = 0.5  # decades beyond an unbracketed best tried lr
+SIDE_MIN, SIDE_MAX = 0.15, 1.5  # decades: the modelled basin's half-widths, clipped
+CANDIDATES = 13  # lrs per batch size and warmup considered by the c-optimal step
+FLANK = 0.6  # share of the modelled half-width where trials go: far enough from the vertex to
+# locate it, near enough that the parabola still describes the basin there
+MID_ALPHA = 0.75  # between the rules: how a batch size without data is extrapolated
+MIN_STOP = 6  # finished trials every batch size needs before the sweep may stop
+STOP_LEVEL = 0.99  # alpha's interval must be decided at this level to stop (the verdict is
+# looked at after every trial; a stricter interim level keeps the many looks from turning a
+# 5% chance of a wrong interval into a much larger one)
+STREAK = 2  # consecutive decided looks before the stricter check
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The next trial: a batch size, a range for Optuna (log10 lr), and the model's point in
+    it (None: Optuna chooses freely in the range)."""
+
+    batch_size: int
+    lo: float  # log10 lr
+    hi: float
+    x: float | None  # log10 lr the model proposes
+    warmup: float | None  # None: Optuna chooses
+    reason: str  # start | bracket | cover | alpha
+
+
+def _located(inf: Inference) -> list[tuple[int, float]]:
+    t = inf.table
+    if t.empty:
+        return []
+    ok = t[t["in_fit"] & t["mu_model"].notna()]
+    return [(int(r.batch_size), float(r.mu_model)) for r in ok.itertuples()]
+
+
+def predicted_optimum(inf: Inference, batch: int, centre: float) -> float:
+    """log10 of the best lr a batch size without data should start from."""
+    if inf.alpha is not None:
+        mu = inf.rule_mu("power", batch)
+        if mu is not None:
+            return float(mu)
+    located = _located(inf)
+    if not located:
+        return centre
+    b0, mu0 = min(located, key=lambda t: abs(math.log(t[0] / batch)))
+    return mu0 + MID_ALPHA * math.log10(batch / b0)
+
+
+def basin_sides(inf: Inference, row) -> tuple[float, float]:
+    """Half-widths (decades) of the modelled bottom of a batch size's basin, left and right:
+    where the fitted parabola rises by the censoring cut."""
+    cut = inf.cut or 0.0
+    left = math.sqrt(cut / float(row.curv_left)) if row.curv_left else SIDE_MAX
+    right = math.sqrt(cut / float(row.curv_right)) if row.curv_right else SIDE_MAX
+    return float(np.clip(left, SIDE_MIN, SIDE_MAX)), float(np.clip(right, SIDE_MIN, SIDE_MAX))
+
+
+def alpha_gains(inf: Inference, warmups: list[float]) -> list[tuple[float, int, float, float]]:
+    """(gain, batch size, log10 lr, warmup) for candidate trials, best first (see the module
+    docstring); empty when alpha is not fitted."""
+    fit, design = inf.power_fit, inf.power_design
+    if fit is None or design is None or inf.ref_log_b is None:
+        return []
+    lik = Likelihood(design, basin.power(inf.ref_log_b), inf.cut)
+    info = lik.fisher(fit.params)
+    cov = np.linalg.pinv(info)
+    e_cov = cov[1]  # row of alpha
+    rows = inf.table.set_index("batch_size")
+    out = []
+    for bi, b in enumerate(design.batches):
+        row = rows.loc[int(b)]
+        left, right = basin_sides(inf, row)
+        mu = float(fit.params[0] + fit.params[1] * (design.log_b[bi] - inf.ref_log_b))
+        hi = mu + right
+        if row.lr_div is not None and not (
+            isinstance(row.lr_div, float) and math.isnan(row.lr_div)
+        ):
+            hi = min(hi, math.log10(float(row.lr_div)) - 0.05)
+        xs = np.linspace(mu - FLANK * left, max(min(hi, mu + FLANK * right), mu), CANDIDATES)
+        for wi, w in enumerate(design.warmups):
+            if float(w) not in warmups:
+                continue
+            g, rise, sd = lik.pred_jacobian(
+                fit.params, np.full(len(xs), bi), np.full(len(xs), wi), xs
+            )
+            weight = np.where(rise <= inf.cut, 1.0 / sd**2, 0.0)  # beyond the cut: censored
+            eg = g @ e_cov
+            gg = np.einsum("ij,jk,ik->i", g, cov, g)
+            gain = weight * eg**2 / (1.0 + weight * gg)
+            for x, v in zip(xs, gain, strict=True):
+                out.append((float(v), int(b), float(x), float(w)))
+    return sorted(out, key=lambda t: -t[0])
+
+
+def propose(
+    inf: Inference,
+    batch_sizes: list[int],
+    counts: dict[int, int],
+    warmups: list[float],
+    centre: dict[int, float],
+) -> Proposal:
+    """The next trial (see the module docstring). `counts`: finished trials per batch size;
+    `centre`: log10 of each batch size's configured search centre (the last resort)."""
+    new = [b for b in batch_sizes if counts.get(b, 0) < MIN_TRIALS]
+    if new:
+        b = min(new, key=lambda v: (counts.get(v, 0), v))
+        mu = predicted_optimum(inf, b, centre[b])
+        return Proposal(b, mu - START_HALF, mu + START_HALF, None, None, "start")
+    rows = inf.table.set_index("batch_size") if len(inf.table) else None
+    for b in batch_sizes:
+        if rows is None or b not in rows.index:
+            continue
+        row = rows.loc[b]
+        if bool(row["in_fit"]) or row["lr_best_tried"] is None:
+            continue
+        best = math.log10(float(row["lr_best_tried"]))
+        if row["edge_side"] == "low":
+            x = best - BRACKET_STEP
+            return Proposal(b, x - BRACKET_STEP, best, x, None, "bracket")
+        x = best + BRACKET_STEP
+        if row["lr_div"] is not None and not math.isnan(float(row["lr_div"])):
+            x = min(x, (best + math.log10(float(row["lr_div"]))) / 2)
+        return Proposal(b, best, x + BRACKET_STEP, x, None, "bracket")
+    thin = [b for b in batch_sizes if counts.get(b, 0) < MIN_STOP]
+    if thin and rows is not None:  # every batch size gets MIN_STOP trials: the rules other
+        # than the power law (a knee, a peak) are judged at all of them, not only at the ends
+        b = min(thin, key=lambda v: (counts.get(v, 0), v))
+        row = rows.loc[b]
+        mu = float(row["mu_model"])
+        left, right = basin_sides(inf, row)
+        x = mu - FLANK * left if counts.get(b, 0) % 2 else mu + FLANK * right
+        return Proposal(b, mu - left, mu + right, x, None, "cover")
+    gains = alpha_gains(inf, warmups)
+    if gains:
+        _, b, x, w = gains[0]
+        row = rows.loc[b]
+        left, right = basin_sides(inf, row)
+        mu = float(row["mu_model"])
+        return Proposal(b, min(mu - left, x), max(mu + right, x), x, w, "alpha")
+    # alpha not fitted yet (too few located optima): the widest located basin, both flanks
+    b = max(batch_sizes, key=lambda v: _width(rows, v))
+    row = rows.loc[b]
+    mu = row["mu_model"]
+    mu = math.log10(float(row["lr_best_tried"])) if mu is None or math.isnan(mu) else float(mu)
+    left, right = basin_sides(inf, row) if row["curv_left"] is not None else (0.5, 0.5)
+    side = -left if counts.get(b, 0) % 2 else right
+    return Proposal(b, mu - left, mu + right, mu + 0.7 * side, None, "alpha")
+
+
+def _width(rows, b: int) -> float:
+    if rows is None or b not in rows.index:
+        return math.inf
+    r = rows.loc[b]
+    lo, hi = r["lr_ci_lo"], r["lr_ci_hi"]
+    if lo is None or hi is None or math.isnan(float(lo)) or math.isnan(float(hi)):
+        return math.inf
+    return math.log10(float(hi) / float(lo))
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int | None = None  # adaptive trials at most
+    minutes: float | None = None  # wall-clock minutes of the whole sweep at most
+
+
+def ready_to_stop(inf: Inference, counts: dict[int, int], batch_sizes: list[int]) -> bool:
+    """Every batch size has MIN_STOP finished trials and a located optimum."""
+    if inf.table.empty:
+        return False
+    located = set(inf.table.loc[inf.table["in_fit"] & ~inf.table["at_edge"], "batch_size"])
+    return all(counts.get(b, 0) >= MIN_STOP and b in located for b in batch_sizes)
+
+
+def stop_reason(decided: bool, n_trials: int, minutes: float, budget: Budget) -> str | None:
+    """'decided' when the verdict is decided (see `run_loop` for what that takes), 'budget'
+    when the budget is spent, else None."""
+    if decided:
+        return "decided"
+    if budget.trials is not None and n_trials >= budget.trials:
+        return "budget"
+    if budget.minutes is not None and minutes >= budget.minutes:
+        return "budget"
+    return None
+
+
+def status_line(inf: Inference, dec: Decision, n_trials: int) -> str:
+    """e.g. 'alpha = 0.62 [0.41, 0.83] after 40 trials; deciding: linear vs neither'."""
+    if inf.alpha is None:
+        located = inf.n_points
+        return (
+            f"alpha not fitted yet after {n_trials} trials ({located} batch size(s) located, "
+            f"3 needed)"
+        )
+    lo, hi = inf.alpha_ci
+    ci = f"[{'-inf' if lo is None else f'{lo:.2f}'}, {'inf' if hi is None else f'{hi:.2f}'}]"
+    head = f"alpha = {inf.alpha:.2f} {ci} after {n_trials} trials"
+    if dec.verdict != "inconclusive":
+        return f"{head}; decided: {dec.verdict}"
+    if dec.candidates:
+        return f"{head}; deciding: {' vs '.join(dec.candidates)}"
+    return f"{head}; undecided ({dec.reason})"
+
+
+# ---------------------------------------------------------------- the loop without Ray
+@dataclass(frozen=True)
+class LoopResult:
+    trials: list[dict]  # every trial run, in order (the columns `analysis.inference` reads)
+    verdicts: list[str]  # the decision after each trial ("" before the model could fit)
+    stopped: str | None  # decided | budget
+    inference: Inference | None
+    decision: Decision | None
+
+
+def run_loop(
+    run_trial,
+    batch_sizes: list[int],
+    warmups: list[float],
+    centre: dict[int, float],
+    budget: Budget,
+    seed: int = 0,
+    metric: str = "val_loss",
+    replicates: int = 100,
+    initial: list[dict] | None = None,
+) -> LoopResult:
+    """The design loop driven by a function instead of Ray and Optuna, one trial at a time:
+    `run_trial(batch_size, lr, warmup, seed) -> (final metric, diverged)`. Where a proposal
+    leaves the lr to the sampler, it is drawn uniformly in log lr over the proposal's range
+    (what a sampler without history does). After every trial the model is refitted; the sweep
+    stops when every batch size has MIN_STOP trials and a located optimum, the verdict has
+    been decided (chi-square 95% intervals) at STREAK looks in a row, and it is still decided
+    with calibrated intervals at STOP_LEVEL; it then reports the calibrated 95% verdict."""
+    from analysis.decision import decide
+    from analysis.inference import infer
+
+    rng = np.random.default_rng(seed)
+    trials = list(initial or [])
+    verdicts: list[str] = []
+    inf = dec = None
+    stopped = None
+    streak = 0
+    counts: dict[int, int] = {}
+    if trials:
+        frame = _frame(trials, metric)
+        counts = frame.groupby("batch_size").size().to_dict()
+        inf = infer(frame, metric, replicates=0, warmup=False, quick=True)
+    while stopped is None:
+        if inf is None or inf.table.empty:
+            prop = Proposal(
+                batch_sizes[0],
+                centre[batch_sizes[0]] - START_HALF,
+                centre[batch_sizes[0]] + START_HALF,
+                None,
+                None,
+                "start",
+            )
+        else:
+            prop = propose(inf, batch_sizes, counts, warmups, centre)
+        x = prop.x if prop.x is not None else float(rng.uniform(prop.lo, prop.hi))
+        w = prop.warmup if prop.warmup is not None else float(rng.choice(warmups))
+        trial_seed = seed * 100_003 + len(trials)
+        y, diverged = run_trial(prop.batch_size, 10**x, w, trial_seed)
+        trials.append(
+            {
+                "trial": f"t{len(trials):05d}",
+                "batch_size": prop.batch_size,
+                "lr": 10**x,
+                "warmup_epochs": w,
+                "seed": trial_seed,
+                "phase": "optuna",
+                "status": "diverged" if diverged else "done",
+                metric: math.nan if diverged else y,
+            }
+        )
+        frame = _frame(trials, metric)
+        counts = frame.groupby("batch_size").size().to_dict()
+        inf = infer(frame, metric, replicates=0, warmup=False, quick=True)
+        dec = decide(inf)
+        verdicts.append(dec.verdict if inf.alpha is not None else "")
+        decided = False
+        streak = (
+            streak + 1
+            if ready_to_stop(inf, counts, batch_sizes) and (dec.verdict != "inconclusive")
+            else 0
+        )
+        if streak >= STREAK:  # confirm with calibrated intervals at the stricter level
+            strict = infer(
+                frame, metric, replicates=replicates, seed=seed, warmup=False, level=STOP_LEVEL
+            )
+            if decide(strict).verdict != "inconclusive" and ready_to_stop(
+                strict, counts, batch_sizes
+            ):
+                inf = infer(frame, metric, replicates=replicates, seed=seed, warmup=False)
+                dec = decide(inf)
+                verdicts[-1] = dec.verdict
+                decided = True
+        stopped = stop_reason(decided, len(trials) - len(initial or []), 0.0, budget)
+        if stopped == "budget" and not decided:
+            inf = infer(frame, metric, replicates=replicates, seed=seed, warmup=False)
+            dec = decide(inf)
+    return LoopResult(trials, verdicts, stopped, inf, dec)
+
+
+def _frame(trials: list[dict], metric: str):
+    import pandas as pd
+
+    cols = ["trial", "batch_size", "lr", "warmup_epochs", "seed", "phase", "status", metric]
+    return pd.DataFrame(trials, columns=cols)

@@ -1,0 +1,107 @@
+"""sweep.design: where the design loop puts the next trial, and when it stops (no Ray, no
+Optuna: the loop is driven by a planted truth through `sweep.design.run_loop`)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.decision import decide
+from analysis.inference import infer
+from analysis.planted import Truth
+from analysis.synthetic import Law
+from sweep import design
+from sweep.design import Budget, Proposal, propose, run_loop, status_line, stop_reason
+
+TRUTH = Truth(Law("linear", lr0=0.02), noise=0.01, noise_slope=0.0, cliff0=1.2, cliff_slope=0.0)
+
+
+def run_trial(b: int, lr: float, w: float, seed: int) -> tuple[float, bool]:
+    rng = np.random.default_rng(seed)
+    mean, div = TRUTH.loss(b, np.array([math.log10(lr)]), w, 8)
+    return float(mean[0] + rng.normal(0, TRUTH.noise)), bool(div[0])
+
+
+def trials_at(points: list[tuple[int, float]], seed: int = 0) -> pd.DataFrame:
+    rows = []
+    for k, (b, x) in enumerate(points):
+        y, div = run_trial(b, 10**x, 0.0, seed * 1000 + k)
+        rows.append(
+            {
+                "trial": f"t{k}",
+                "batch_size": b,
+                "lr": 10**x,
+                "warmup_epochs": 0.0,
+                "seed": k,
+                "phase": "optuna",
+                "status": "diverged" if div else "done",
+                "val_loss": math.nan if div else y,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+OFFSETS = np.linspace(-0.8, 0.8, 7)
+
+
+def located(batches, offsets=OFFSETS):
+    return [(b, TRUTH.optimum(b) + o) for b in batches for o in offsets]
+
+
+def test_a_new_batch_size_starts_from_its_neighbours_not_from_the_linear_rule():
+    inf = infer(trials_at(located([8, 16, 32])), replicates=0, warmup=False)
+    wrong_centre = {b: math.log10(0.0001 * b) for b in (8, 16, 32, 64)}  # 2 decades low
+    p = propose(inf, [8, 16, 32, 64], {8: 7, 16: 7, 32: 7}, [0.0], wrong_centre)
+    assert p.reason == "start" and p.batch_size == 64 and p.x is None
+    mid = (p.lo + p.hi) / 2
+    assert mid == pytest.approx(TRUTH.optimum(64), abs=0.15)  # the fitted neighbours' law
+
+
+def test_an_unbracketed_optimum_gets_a_trial_beyond_the_edge():
+    points = located([8, 16, 32]) + [(64, TRUTH.optimum(64) + o) for o in (-1.2, -0.9, -0.6, -0.4)]
+    inf = infer(trials_at(points), replicates=0, warmup=False)
+    counts = {8: 7, 16: 7, 32: 7, 64: 4}
+    p = propose(inf, [8, 16, 32, 64], counts, [0.0], {})
+    assert p.reason == "bracket" and p.batch_size == 64
+    assert p.x > TRUTH.optimum(64) - 0.4  # above every lr tried there
+
+
+def test_alpha_trials_go_to_the_flanks_of_the_end_batch_sizes():
+    batches = [8, 16, 32, 64, 128]
+    inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
+    counts = {b: 7 for b in batches}
+    picks = design.alpha_gains(inf, [0.0])[:6]
+    assert {b for _, b, _, _ in picks} <= {8, 128}  # the ends carry alpha
+    for _, b, x, _ in picks:
+        assert abs(x - TRUTH.optimum(b)) > 0.2  # a flank, not the vertex
+    p = propose(inf, batches, counts, [0.0], {})
+    assert p.reason == "alpha" and p.lo <= p.x <= p.hi
+
+
+def test_the_stopping_rule_and_the_status_line():
+    assert stop_reason(True, 10, 1.0, Budget(trials=100)) == "decided"
+    assert stop_reason(False, 100, 1.0, Budget(trials=100)) == "budget"
+    assert stop_reason(False, 5, 15.0, Budget(minutes=14)) == "budget"
+    assert stop_reason(False, 5, 1.0, Budget(trials=100, minutes=14)) is None
+    inf = infer(trials_at(located([8, 32, 128])), replicates=0, warmup=False)
+    line = status_line(inf, decide(inf), 21)
+    assert line.startswith(f"alpha = {inf.alpha:.2f} [") and "after 21 trials" in line
+
+
+@pytest.mark.slow
+def test_the_loop_stops_when_decided_with_the_right_verdict():
+    batches = [8, 64, 512]
+    centre = {b: math.log10(0.001 * b / 8) for b in batches}  # the linear rule, 1.3 dec. low
+    res = run_loop(run_trial, batches, [0.0], centre, Budget(trials=80), seed=3, replicates=60)
+    assert res.stopped == "decided" and res.decision.verdict == "linear"
+    lo, hi = res.inference.alpha_ci
+    assert lo <= 1.0 <= hi
+    counts = pd.Series([t["batch_size"] for t in res.trials]).value_counts()
+    assert (counts >= design.MIN_STOP).all()
+    assert len(res.trials) < 80
+
+
+def test_a_proposal_is_plain_data():
+    p = Proposal(8, -2.0, -1.0, -1.5, 0.0, "alpha")
+    assert (p.batch_size, p.x, p.reason) == (8, -1.5, "alpha")
