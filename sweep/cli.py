@@ -6,7 +6,10 @@
 
 On a multi-node Ray cluster see docs/cluster.md: --storage must be shared by every node.
 
-Bad input exits with code 2 and one line naming the problem and its fix, before Ray starts.
+Exit codes: 0 done; 2 bad input, or the sweep cannot run as asked (it is running already, its
+config changed): one line naming the problem and the fix, nothing changed; 130 (Ctrl-C) and
+143 (SIGTERM): stopped, state saved, the same command resumes; 75: the disk filled up: free
+space, then the same command resumes; 1: every trial failed, or a bug (a traceback).
 """
 
 from __future__ import annotations
@@ -17,9 +20,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sweep import stopping
 from sweep.cluster import use_token_if_available
 from sweep.config import ConfigError, SweepConfig, load_config, with_overrides
 from sweep.failures import AllTrialsFailed
+from sweep.owner import tighten_umask
+from sweep.stopping import (
+    EXIT_DISK_FULL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    RESUME_HINT,
+    DiskFull,
+    SweepStopped,
+    Terminated,
+    disk_full,
+)
 from sweep.storage import Options, check_storage_arg
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -63,7 +78,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def resolve_config(args: argparse.Namespace) -> SweepConfig:
-    cfg = load_config(args.config, args.set)
+    try:
+        cfg = load_config(args.config, args.set)
+    except (UnicodeDecodeError, OSError) as err:
+        why = "is not a text file" if isinstance(err, UnicodeDecodeError) else err.strerror
+        raise ConfigError(
+            f"config file '{args.config}' {why}; pass --config with a YAML file, e.g. "
+            "sweep/configs/default.yaml"
+        ) from None
     if args.name:
         cfg = with_overrides(cfg, name=args.name)
     if args.seed is not None:
@@ -93,8 +115,8 @@ def write_report(exp_dir: Path, metric: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.umask(0o022)  # nothing the sweep writes (or Ray's workers, started from here) is
-    # world-writable, whatever the caller's umask
+    stopping.install()  # Ctrl-C and SIGTERM (Slurm, Kubernetes, kill) stop the sweep cleanly
+    tighten_umask()  # the caller's umask, minus group/world write: never looser
     args = parse_args(argv)
     try:
         cfg = resolve_config(args)
@@ -108,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         preflight(cfg)
         use_token_if_available(args.address)  # before Ray is imported (sweep.runner)
 
-        from sweep.runner import SweepInterrupted, run_sweep
+        from sweep.runner import run_sweep
 
         mode = "resume" if args.resume else "fresh" if args.fresh else "auto"
         check_storage_arg(args.storage, args.journal)
@@ -125,15 +147,36 @@ def main(argv: list[str] | None = None) -> int:
     except AllTrialsFailed as failed:
         print(f"error: {failed}", file=sys.stderr)
         return 1
-    except SweepInterrupted as stop:
+    except SweepStopped as stop:
         print(str(stop), file=sys.stderr)
-        return 130
+        return stop.exit_code
     except KeyboardInterrupt:
-        print("\n[sweep] interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        print(f"\n[sweep] interrupted (Ctrl-C); {RESUME_HINT}", file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print(f"\n[sweep] stopped (SIGTERM); {RESUME_HINT}", file=sys.stderr)
+        return EXIT_SIGTERM
+    except (DiskFull, Exception) as err:
+        where = err.path if isinstance(err, DiskFull) else disk_full(err)
+        if where is None:
+            raise
+        print(
+            f"error: no space left on the device (writing {where or args.storage}); free space "
+            f"there, then {RESUME_HINT} (finished trials are kept)",
+            file=sys.stderr,
+        )
+        return EXIT_DISK_FULL
     report = ""
     if not args.no_report:
-        ok = write_report(exp_dir, cfg.metric) == 0
+        try:
+            ok = write_report(exp_dir, cfg.metric) == 0
+        except (KeyboardInterrupt, Terminated):
+            print(
+                f"\n[sweep] the sweep is done; write its report with: python -m analysis.fit_rule "
+                f"--results {exp_dir}",
+                file=sys.stderr,
+            )
+            return EXIT_SIGTERM if stopping.stop_reason()[0] == "SIGTERM" else EXIT_SIGINT
         report = (
             f"report:      {exp_dir / 'report' / 'report.md'} (and report.html)\n"
             if ok

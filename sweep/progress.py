@@ -1,4 +1,4 @@
-"""What a running sweep prints, and what it leaves for the runner: a Ray Tune callback.
+"""What a running sweep prints, and which trials Ray really has: a Ray Tune callback.
 
 Per finished trial, the searcher's new notes (a widened range, a bracketing trial), then one
 line:
@@ -6,42 +6,36 @@ line:
     [sweep 15/98] grid 14/14 | optuna 1/56 | confirm 0/28 | optuna B=8 lr=0.000758 warmup=0
     seed=0: val_loss 0.3723 (9.1 s; 1.9 min elapsed)
 
-When Ray's run ends, finished or interrupted, the callback records whether the searcher had
-anything left to suggest; `sweep.runner` reads it with `last_run()` (a run restored by
-`Tuner.restore` uses Ray's unpickled copy of this callback, which the runner cannot reach, and
-Ray runs callbacks in the driver's process, so the record is kept here). The callback holds the
-searcher itself: Ray pickles both into one experiment file, so a restored run shares them too.
+It tells the searcher where each trial's files are written (`trial_started`). At the first
+step of a run (a resumed one included) it hands the searcher the trials Ray
+actually has, so that a trial expected to continue from its checkpoint but missing from Ray runs
+again (`PhasedSearcher.adopt_ray_trials`). The callback holds the searcher itself; the runner
+reads how the run ended from the searcher (`state.finished`). A trial that failed because the
+disk is full stops the sweep at once rather than being retried (`stop_if_disk_full`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from sweep.decide import Done
 from sweep.search import PhasedSearcher
+from sweep.stopping import DiskFull
 
 
-@dataclass(frozen=True)
-class RunEnd:
-    finished: bool  # the searcher had nothing left to suggest
-    trials_done: int  # trials the searcher has seen finish, over all runs of the sweep
-
-
-_last_run: list[RunEnd] = []  # the end of the last run in this process
-
-
-def last_run() -> RunEnd | None:
-    """How the last `Tuner.fit()` in this process ended (None: it never reached its end)."""
-    return _last_run[-1] if _last_run else None
-
-
-def forget_last_run() -> None:
-    _last_run.clear()
+def stop_if_disk_full(trial: Any) -> None:
+    """A trial that failed for want of disk space stops the whole sweep (`DiskFull`)."""
+    try:
+        text = Path(trial.error_file or "").read_text()
+    except (OSError, UnicodeDecodeError):
+        return
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        raise DiskFull(trial.path or "")
 
 
 def progress_line(
@@ -67,16 +61,25 @@ def progress_line(
 class SweepProgress(Callback):
     def __init__(self, searcher: PhasedSearcher) -> None:
         self.searcher = searcher
+        self._adopted = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._adopted:
+            self._adopted = True
+            self.searcher.adopt_ray_trials({t.trial_id for t in trials})
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.searcher.trial_started(trial.trial_id, trial.local_path, trial.path)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._report(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        stop_if_disk_full(trial)
         self._report(trial)
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        state = self.searcher.state
-        _last_run[:] = [RunEnd(state.finished, len(state.done))]
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        stop_if_disk_full(trial)  # retrying on a full disk fails again: stop the sweep now
 
     def _report(self, trial: Any) -> None:
         s = self.searcher

@@ -3,16 +3,30 @@
 The experiment folder is `<storage>/<name>/`: Ray's trial folders (params.json, result.json,
 TensorBoard events, checkpoints), `sweep_config.json` (the resolved config) and
 `optuna-journal.log` (the Optuna studies). Running again on an unfinished experiment of the
-same config resumes it with `Tuner.restore`, never a second `fit()` into the same folder.
+same config resumes it, whenever and however the previous run was stopped:
+
+- one owner: the run locks the experiment folder (`sweep.owner`); a second run on a live
+  experiment exits with code 2 and says which process holds it. Only `--fresh` moves a folder.
+- one source of truth: the searcher is rebuilt from the trial folders and the Optuna journal
+  (`sweep.resume`, `sweep.search`); Ray continues the unfinished trials it knows from their last
+  epoch checkpoint (`tune.run(..., resume_config=...)` with a searcher and callbacks built here,
+  never unpickled from the folder), and runs again those it does not know.
+- `sweep_run.json` names the run's Optuna studies and where the journal is, relative to the
+  experiment folder when it is inside it, so a moved or copied folder resumes where it now is.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
+import re
+import secrets
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,37 +34,46 @@ from typing import Any
 
 import optuna
 
-from sweep import cluster, failures, preflight, space
+from sweep import cluster, failures, owner, preflight, resume, space, stopping, studies
 from sweep.config import ConfigError, SweepConfig
 from sweep.decide import StudyState
-from sweep.progress import SweepProgress, forget_last_run, last_run
-from sweep.search import PhasedSearcher, Plan
-from sweep.storage import Options, check_writable, journal_path
+from sweep.progress import SweepProgress
+from sweep.search import PhasedSearcher, Plan, SweepSearch
+from sweep.stopping import RESUME_HINT, SweepStopped
+from sweep.storage import Options, check_writable
 from trainables.contract import maximize
 
 JOURNAL = "optuna-journal.log"
 CONFIG_FILE = "sweep_config.json"
+RUN_FILE = "sweep_run.json"  # {"studies": "<name>-<run>", "journal": path (relative: inside)}
 
 
-def build_plan(cfg: SweepConfig, exp_dir: Path, version: str = "") -> Plan:
-    studies = {}
+def new_run_name(cfg: SweepConfig) -> str:
+    """The prefix of a new sweep's study names: its name, start time and a random suffix."""
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def build_plan(
+    cfg: SweepConfig, exp_dir: Path, version: str = "", run_name: str | None = None
+) -> Plan:
+    run_name = run_name or new_run_name(cfg)
+    by_batch = {}
     if cfg.optuna.trials_per_batch_size > 0:
-        run = time.strftime("%Y%m%d-%H%M%S")
         for i, b in enumerate(cfg.batch_sizes):
             lo, hi = space.optuna_log10_range(cfg, b)
-            studies[b] = StudyState(
+            by_batch[b] = StudyState(
                 batch_size=b,
                 log10_lo=lo,
                 log10_hi=hi,
                 budget=cfg.optuna.trials_per_batch_size,
                 sampler_seed=space.sampler_seed(cfg, i),
-                base_name=f"{cfg.name}-{run}-B{b}",
+                base_name=f"{run_name}-B{b}",
             )
     return Plan(
         grid=space.grid_trials(cfg, version),
         base=space.trial_base(cfg, version),
         batch_sizes=list(cfg.batch_sizes),
-        studies=studies,
+        studies=by_batch,
         warmup_choices=space.warmup_choices(cfg),
         sampler=cfg.optuna.sampler,
         optuna_seed=cfg.seed,
@@ -61,6 +84,7 @@ def build_plan(cfg: SweepConfig, exp_dir: Path, version: str = "") -> Plan:
         journal_path=str(exp_dir / JOURNAL),
         metric=cfg.metric,
         mode=cfg.mode,
+        exp_dir=str(exp_dir),
     )
 
 
@@ -86,7 +110,15 @@ def concurrent_slots(cfg: SweepConfig, cpus: float, gpus: float) -> int:
 
 def saved_config(exp_dir: Path) -> dict[str, Any] | None:
     path = exp_dir / CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(
+            f"'{path}' is damaged (not JSON); restore it from the config you ran, or pass "
+            "--fresh to start over (the old folder is moved aside, nothing is deleted)"
+        ) from None
 
 
 def move_aside(exp_dir: Path) -> Path:
@@ -96,24 +128,67 @@ def move_aside(exp_dir: Path) -> Path:
 
 
 def decide_start(cfg: SweepConfig, exp_dir: Path, mode: str) -> str:
-    """'new' or 'restore' for this experiment folder, by `mode` (auto | resume | fresh)."""
-    from ray.tune import Tuner
-
-    restorable = exp_dir.is_dir() and Tuner.can_restore(str(exp_dir))
-    if mode == "resume" and not restorable:
+    """'new', 'fresh' (move the old folder aside first) or 'resume', by `mode` (auto | resume
+    | fresh); ConfigError when the folder cannot be used as asked. Reads, never writes."""
+    content = exp_dir.is_dir() and any(p.name != owner.LOCK_FILE for p in exp_dir.iterdir())
+    ours = (exp_dir / CONFIG_FILE).is_file()
+    if mode == "resume" and not ours:
         raise ConfigError(
             f"--resume: nothing to resume in '{exp_dir}'; run without --resume to start this sweep"
         )
-    if mode == "fresh" or not restorable:
+    if not content:
         return "new"
+    if mode == "fresh":
+        return "fresh"
+    if not ours:
+        raise ConfigError(
+            f"'{exp_dir}' exists and holds no sweep (no {CONFIG_FILE}); pass --name or "
+            "--storage for another folder, or --fresh to move this one aside"
+        )
     previous = saved_config(exp_dir)
-    if previous is not None and previous != json.loads(json.dumps(asdict(cfg))):
+    if previous != json.loads(json.dumps(asdict(cfg))):
         raise ConfigError(
             f"'{exp_dir}' holds a sweep '{cfg.name}' with a different config; "
             "pass --fresh to start over (the old one is moved aside) or --name "
             "to run this one beside it"
         )
-    return "restore"
+    return "resume"
+
+
+def read_run_file(exp_dir: Path, cfg: SweepConfig) -> dict[str, str]:
+    """The run's study-name prefix and journal; for a folder written before sweep_run.json
+    existed, the newest studies of this sweep's name in the journal."""
+    path = exp_dir / RUN_FILE
+    if path.is_file():
+        try:
+            run = json.loads(path.read_text())
+            return {"studies": str(run["studies"]), "journal": str(run["journal"])}
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            pass
+    names = []
+    if (exp_dir / JOURNAL).is_file():
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(exp_dir / JOURNAL))
+        )
+        pattern = re.compile(re.escape(cfg.name) + r"-(\d{8}-\d{6}(?:-[0-9a-f]{4})?)-B\d+")
+        names = [
+            m.group(0).rsplit("-B", 1)[0]
+            for n in optuna.get_all_study_names(storage)
+            if (m := pattern.match(n))
+        ]
+    return {"studies": max(names, default=new_run_name(cfg)), "journal": JOURNAL}
+
+
+def journal_of(exp_dir: Path, run: dict[str, str], options: Options) -> Path:
+    """--journal if given, else the run's journal (relative paths: in the experiment)."""
+    chosen = Path(options.journal).expanduser() if options.journal else Path(run["journal"])
+    return (chosen if chosen.is_absolute() else exp_dir / chosen).resolve()
+
+
+def write_run_file(exp_dir: Path, run_name: str, journal: Path) -> None:
+    inside = journal.parent == exp_dir.resolve()
+    run = {"studies": run_name, "journal": journal.name if inside else str(journal)}
+    resume.write_atomically(exp_dir / RUN_FILE, json.dumps(run, indent=1) + "\n")
 
 
 def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> dict[str, float]:
@@ -135,9 +210,16 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> 
     return dict(ray.cluster_resources())
 
 
-def make_tuner(
-    cfg: SweepConfig, exp_dir: Path, plan: Plan, slots: int, gpus: float, restore: bool
+def run_tune(
+    cfg: SweepConfig,
+    exp_dir: Path,
+    searcher: PhasedSearcher,
+    slots: int,
+    gpus: float,
+    continue_ray: bool,
 ) -> Any:
+    """Ray Tune's run of the experiment; with `continue_ray`, Ray first restores the trials of
+    its own (checked) state, to continue the unfinished ones from their checkpoints."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -150,29 +232,56 @@ def make_tuner(
             space.trial_resources, cfg.resources.cpu_per_trial, gpu_by_batch
         ),
     )
-    if restore:
-        return tune.Tuner.restore(
-            str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
-    searcher = PhasedSearcher(plan, slots)
-    return tune.Tuner(
+    experiment = tune.Experiment(
+        cfg.name,
         trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=slots),
-            num_samples=-1,
-            reuse_actors=True,
-            trial_dirname_creator=space.trial_dirname,
-            trial_name_creator=space.trial_dirname,
-        ),
-        run_config=tune.RunConfig(
-            name=cfg.name,
-            storage_path=str(exp_dir.parent),
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[SweepProgress(searcher)],
-        ),
+        num_samples=sys.maxsize,  # until the searcher says it has finished
+        storage_path=str(exp_dir.parent),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+        max_failures=cfg.max_failures,
+        trial_name_creator=space.trial_dirname,
+        trial_dirname_creator=space.trial_dirname,
     )
+    search = SweepSearch(ConcurrencyLimiter(searcher, max_concurrent=slots))
+    search.add_configurations([experiment])  # Ray skips this itself when it resumes
+    resume_config = (
+        tune.ResumeConfig(errored=tune.ResumeConfig.ResumeType.RESUME) if continue_ray else None
+    )
+    logging.getLogger("ray.tune.tune").addFilter(_NoTuneResumeAdvice())
+    with stopping.tune_running():  # Ctrl-C and SIGTERM end Ray Tune's loop gracefully
+        return tune.run(
+            experiment,
+            search_alg=search,
+            callbacks=[SweepProgress(searcher)],
+            reuse_actors=True,
+            verbose=0,
+            raise_on_failed_trial=False,
+            resume_config=resume_config,
+        )
+
+
+class _NoTuneResumeAdvice(logging.Filter):
+    """Ray Tune's own lines about a stop: the sweep says what happened and how to resume."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not text.startswith(
+            ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
+        )
+
+
+def error_texts(trials: list[Any]) -> list[str]:
+    """The error.txt of every trial that ended failed in this run."""
+    texts = []
+    for trial in trials:
+        if trial.status != "ERROR":
+            continue
+        path = Path(trial.path or "", "error.txt")
+        try:
+            texts.append(path.read_text())
+        except (OSError, UnicodeDecodeError):
+            texts.append("unknown error (no error.txt)")
+    return texts
 
 
 def run_sweep(
@@ -187,19 +296,46 @@ def run_sweep(
     storage = storage.expanduser().resolve()
     check_writable(storage)
     exp_dir = storage / cfg.name
-    start = decide_start(cfg, exp_dir, mode)
-    resources = init_ray(address, preflight.runtime_env(cfg))
+    owner.check_free(exp_dir)  # a live run holds it: say so before Ray starts
+    decide_start(cfg, exp_dir, mode)  # bad input fails here, before Ray starts
+    note = owner.keep_token_private(address)
+    if note:
+        print(note, flush=True)
+    try:
+        resources = init_ray(address, preflight.runtime_env(cfg))
+        stopping.install()  # again: ray.init replaced the SIGTERM handler with its own
+    except SystemExit as stop:  # SIGTERM meanwhile: ray.init's handler calls sys.exit(15)
+        if stop.code == signal.SIGTERM:
+            raise stopping.Terminated from None
+        raise
     cluster.check_cluster(cfg, storage, options)  # prints nodes; node-local storage on >1 node
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     slots = concurrent_slots(cfg, cpus, gpus)
-    if start == "new" and exp_dir.exists():
-        print(f"[sweep] --fresh: moved the earlier '{cfg.name}' to {move_aside(exp_dir)}")
-    if start == "restore":
-        print(f"[sweep] resuming the unfinished sweep in {exp_dir} (pass --fresh to start over)")
+
     exp_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    (exp_dir / CONFIG_FILE).write_text(json.dumps(asdict(cfg), indent=1))
-    plan = build_plan(cfg, exp_dir, space.code_version())
-    plan.journal_path = journal_path(options, exp_dir / JOURNAL)
+    _held.append(owner.ExperimentLock(exp_dir).acquire())  # until this process ends
+    start = decide_start(cfg, exp_dir, mode)  # again: this run owns the folder now
+    if start == "fresh":
+        print(f"[sweep] --fresh: moved the earlier '{cfg.name}' to {move_aside(exp_dir)}")
+        exp_dir.mkdir(mode=0o755)
+        _held.append(owner.ExperimentLock(exp_dir).acquire())
+    history = None
+    if start == "resume":
+        run = read_run_file(exp_dir, cfg)
+        history = resume.prepare(exp_dir)
+        print(f"[sweep] resuming the unfinished sweep in {exp_dir} (pass --fresh to start over)")
+        for line in history.notes:
+            print(line, flush=True)
+    else:
+        run = {"studies": new_run_name(cfg), "journal": JOURNAL}
+        resume.write_atomically(exp_dir / CONFIG_FILE, json.dumps(asdict(cfg), indent=1))
+    journal = journal_of(exp_dir, run, options)
+    write_run_file(exp_dir, run["studies"], journal)
+    repaired = studies.repair_journal(str(journal), sole_user=journal.parent == exp_dir)
+    if repaired:
+        print(repaired, flush=True)
+    plan = build_plan(cfg, exp_dir, space.code_version(), run["studies"])
+    plan.journal_path = str(journal)
     counts = planned_counts(cfg)
     print(
         f"[sweep] '{cfg.name}': {sum(counts.values())} trials planned ({counts['grid']} grid, "
@@ -209,25 +345,34 @@ def run_sweep(
     )
     t0 = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines, not Optuna's
-    tuner = make_tuner(cfg, exp_dir, plan, slots, gpus, restore=start == "restore")
-    forget_last_run()
-    results = tuner.fit()  # Ray absorbs the first Ctrl-C: it saves state and returns
-    end = last_run()  # None: the run ended before it could say
-    unfinished = len(results) - results.num_terminated - results.num_errors
-    if unfinished or (end is not None and not end.finished):
-        n_done = end.trials_done if end else len(results) - unfinished
-        raise SweepInterrupted(
-            f"[sweep] interrupted after {n_done} finished trials; unfinished ones keep their "
-            "last epoch checkpoint; run the same command again to resume"
+    searcher = PhasedSearcher(plan, slots, history)
+    if history is not None:
+        st = searcher.state
+        print(
+            f"[sweep] {len(st.done)} trials finished; {len(st.live)} continue from their last "
+            f"checkpoint, {len(st.requeue)} start again",
+            flush=True,
         )
-    n_err = results.num_errors
-    errors = [str(err) for err in results.errors]
+    ray_resumes = history is not None and history.ray_resumes
+    analysis = run_tune(cfg, exp_dir, searcher, slots, gpus, continue_ray=ray_resumes)
+    trials = analysis.trials  # Ray absorbs Ctrl-C (and SIGTERM): it saves state and returns
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    if unfinished or not searcher.state.finished or stopping.stopped():
+        what, code = stopping.stop_reason()
+        raise SweepStopped(
+            f"[sweep] stopped ({what}) after {len(searcher.state.done)} finished trials; "
+            f"they are kept, and unfinished ones continue from their last epoch checkpoint: "
+            f"{RESUME_HINT}",
+            code,
+        )
+    errors = error_texts(trials)
+    n_done = len(searcher.state.done)
     print(
-        f"[sweep] finished {len(results)} trials in {(time.time() - t0) / 60:.1f} min"
-        + (f"; {failures.summary(errors)} (see their error.txt)" if n_err else ""),
+        f"[sweep] finished {n_done} trials in {(time.time() - t0) / 60:.1f} min"
+        + (f"; {failures.summary(errors)} (see their error.txt)" if errors else ""),
         flush=True,
     )
-    if n_err and n_err == len(results):
+    if errors and all(d.failed for d in searcher.state.done):
         raise failures.AllTrialsFailed(
             f"every trial failed, most often with: {failures.most_common_cause(errors)[0]}; "
             f"see error.txt in the trial folders of {exp_dir}"
@@ -235,8 +380,7 @@ def run_sweep(
     return exp_dir
 
 
-class SweepInterrupted(RuntimeError):
-    """The sweep stopped before its last trial (Ctrl-C); its state is saved for resuming."""
+_held: list[owner.ExperimentLock] = []  # experiment locks, held until the process exits
 
 
 def format_resources(res: dict[str, float]) -> str:

@@ -16,28 +16,36 @@ This module is the phase logic behind Ray's `Searcher` interface; the decisions 
 functions in `sweep.decide`, the Optuna bookkeeping is `sweep.studies`, and what the sweep
 prints comes out through `sweep.progress` (the searcher only records notes). The searcher limits
 concurrency itself (`set_max_concurrency`), so the `ConcurrencyLimiter` around it passes calls
-through and its state is saved with ours: Ray's limiter does not save the trials it holds,
-which breaks `Tuner.restore`.
+through.
+
+The searcher's state is never saved on its own: everything it knows is a function of what the
+experiment folder holds. A phase's progress is derived from which configurations exist (done,
+running or queued to run again), the Optuna phase's from the journal (studies, their ranges and
+budgets, which Ray trial each Optuna trial stands for), the confirmation's from the best finished
+trials. So a resumed run rebuilds it (`PhasedSearcher(plan, slots, history)`) from the records
+of `sweep.resume` and the journal, whenever the previous run was killed; a new phase only has
+to derive its own progress the same way. `SweepSearch` keeps Ray from pickling it.
 """
 
 from __future__ import annotations
 
-import pickle
 import time
-import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ray.tune.search import Searcher
+from optuna.trial import TrialState
+from ray.tune.search import Searcher, SearchGenerator
 
-from sweep import decide, space
+from sweep import decide, resume, space, stopping
 from sweep.decide import Done, StudyState
-from sweep.studies import Studies
+from sweep.resume import CONTINUE, DONE, RERUN, History, TrialRecord, config_key
+from sweep.studies import LR, WARMUP, Studies, asked_trials
 
 
 @dataclass
 class Plan:
-    """Everything the searcher needs, as plain data (picklable, importable)."""
+    """Everything the searcher needs, as plain data, built from the config at every start."""
 
     grid: list[dict[str, Any]]
     base: dict[str, Any]  # keys shared by every trial
@@ -53,39 +61,43 @@ class Plan:
     journal_path: str
     metric: str
     mode: str
+    exp_dir: str = ""  # where trial folders live (a lost one is moved aside from here)
 
 
 @dataclass
 class Live:
-    """A suggested trial that has not finished yet."""
+    """A trial handed to Ray that has not finished yet (or a configuration queued to run)."""
 
     phase: str
     config: dict[str, Any]
     study: str = ""  # the study an Optuna trial was asked from, and its number there
-    number: int = -1
+    number: int = -1  # -1: asked from no study (its result is added to the current one)
+    folder: str = ""  # the trial folder of a trial continued from an earlier run
 
 
 @dataclass
 class State:
-    grid_next: int = 0
     live: dict[str, Live] = field(default_factory=dict)
     done: list[Done] = field(default_factory=list)
-    confirm_queue: list[dict[str, Any]] = field(default_factory=list)
+    requeue: list[Live] = field(default_factory=list)  # to run (again) before anything new
     notes: list[str] = field(default_factory=list)
-    confirmed: list[int] = field(default_factory=list)  # batch sizes whose confirmation is queued
     finished: bool = False  # nothing left to suggest (running trials may still be going)
 
 
 class PhasedSearcher(Searcher):
-    def __init__(self, plan: Plan, max_concurrent: int = 1) -> None:
+    def __init__(self, plan: Plan, max_concurrent: int = 1, history: History | None = None):
         super().__init__(metric=plan.metric, mode=plan.mode)
         self.plan = plan
         self.state = State()
         self.max_concurrent = max_concurrent
-        self.run_id = uuid.uuid4().hex[:8]
         self.started = time.time()
         self._studies: Studies | None = None  # reopened from the journal, never pickled
         self._new_notes: list[str] = []  # notes not yet printed (sweep.progress takes them)
+        self._accounted: set[tuple] = set()  # configurations done, running or queued
+        self._confirm: dict[int, list[dict[str, Any]]] = {}  # per batch size, once decided
+        self._folders: dict[str, tuple[str, str]] = {}  # trial id -> (Ray's staging, final)
+        if history is not None:
+            self._rebuild(history.records)
 
     @property
     def maximize(self) -> bool:
@@ -109,23 +121,40 @@ class PhasedSearcher(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        with stopping.no_space_is_fatal():  # the journal is written here
+            return self._suggest(trial_id)
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if len(self.state.live) >= self.max_concurrent:
             return None
-        nxt = self._next_grid() or self._next_optuna() or self._next_confirm()
+        nxt = (
+            self._next_requeued(trial_id)
+            or self._next_grid()
+            or self._next_optuna(trial_id)
+            or self._next_confirm()
+        )
         if nxt is None:
             if self._nothing_left():
                 self.state.finished = True
                 return Searcher.FINISHED
             return None
         self.state.live[trial_id] = nxt
+        self._accounted.add(config_key(nxt.config))
         return nxt.config
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        with stopping.no_space_is_fatal():  # the trial's files and the journal are written
+            self._complete(trial_id, result, error)
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         live = self.state.live.pop(trial_id, None)
         if live is None:
             return
+        folders = self._folders.pop(trial_id, ("", ""))
+        if not error:
+            resume.flush_trial(*folders)  # its files and record first, then Optuna is told
         done = decide.outcome(trial_id, live.phase, live.config, result, self.plan.metric, error)
         self.state.done.append(done)
         st = self.plan.studies.get(done.batch_size)
@@ -135,28 +164,11 @@ class PhasedSearcher(Searcher):
             self._tell_optuna(live, done, st)
             self._maybe_widen(st) or self._maybe_bracket(st)
 
-    def get_state(self) -> dict[str, Any]:
-        return {
-            "plan": self.plan,
-            "state": self.state,
-            "run_id": self.run_id,
-            "started": self.started,
-            "max_concurrent": self.max_concurrent,
-        }
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing to save: the state is rebuilt from the experiment folder (module doc)."""
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.plan, self.state = state["plan"], state["state"]
-        self.run_id, self.started = state["run_id"], state["started"]
-        self.max_concurrent = state["max_concurrent"]
-        self._studies, self._new_notes = None, []
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:  # our own file, written by `save`
-            self.set_state(pickle.load(f))  # noqa: S301
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Nothing to load: see `PhasedSearcher(plan, slots, history)`."""
 
     def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -176,7 +188,7 @@ class PhasedSearcher(Searcher):
     def finished_counts(self) -> dict[str, int]:
         counts = {"grid": 0, "optuna": 0, "confirm": 0}
         for d in self.state.done:
-            counts[d.phase] += 1
+            counts[d.phase] = counts.get(d.phase, 0) + 1
         return counts
 
     def done_of(self, trial_id: str) -> Done | None:
@@ -187,39 +199,61 @@ class PhasedSearcher(Searcher):
         notes, self._new_notes = self._new_notes, []
         return notes
 
+    def trial_started(self, trial_id: str, staging: str, folder: str) -> None:
+        """Where Ray writes a trial's files (staging) and where they end up."""
+        self._folders[trial_id] = (staging, folder)
+
+    def adopt_ray_trials(self, ray_trial_ids: set[str]) -> None:
+        """At the first step of a run: a trial expected to continue that Ray does not have
+        (its state could not be restored after all) runs again from the start."""
+        for trial_id in [t for t in self.state.live if t not in ray_trial_ids]:
+            live = self.state.live.pop(trial_id)
+            moved = resume.retire(Path(self.plan.exp_dir), live.folder)
+            self.state.requeue.append(Live(live.phase, live.config, live.study, live.number))
+            if moved:
+                self._note(f"[sweep] Ray could not continue {live.folder}: it runs again")
+
     # ------------------------------------------------------------------ phases
-    def _next_grid(self) -> Live | None:
-        if self.state.grid_next >= len(self.plan.grid):
+    def _next_requeued(self, trial_id: str) -> Live | None:
+        if not self.state.requeue:
             return None
-        config = dict(self.plan.grid[self.state.grid_next])
-        self.state.grid_next += 1
-        return Live("grid", config)
+        nxt = self.state.requeue.pop(0)
+        if nxt.number >= 0:  # the Optuna trial it was asked as now stands for this Ray trial
+            self.studies.relink(nxt.study, nxt.number, trial_id)
+        return nxt
 
-    def _grid_finished(self, batch_size: int) -> bool:
-        if any(c["batch_size"] == batch_size for c in self.plan.grid[self.state.grid_next :]):
-            return False
-        return not any(
-            lv.phase == "grid" and lv.config["batch_size"] == batch_size
-            for lv in self.state.live.values()
-        )
+    def _next_grid(self) -> Live | None:
+        for config in self.plan.grid:
+            if config_key(config) not in self._accounted:
+                return Live("grid", dict(config))
+        return None
 
-    def _in_flight(self, batch_size: int, phase: str) -> int:
+    def _pending(self, batch_size: int, phase: str) -> int:
+        """Trials of the phase and batch size running, or queued to run again."""
         return sum(
             1
-            for lv in self.state.live.values()
+            for lv in [*self.state.live.values(), *self.state.requeue]
             if lv.phase == phase and lv.config["batch_size"] == batch_size
         )
 
-    def _next_optuna(self) -> Live | None:
+    def _grid_finished(self, batch_size: int) -> bool:
+        if any(
+            c["batch_size"] == batch_size and config_key(c) not in self._accounted
+            for c in self.plan.grid
+        ):
+            return False
+        return self._pending(batch_size, "grid") == 0
+
+    def _next_optuna(self, trial_id: str) -> Live | None:
         sizes = self.plan.batch_sizes
         st = decide.next_study(
             list(self.plan.studies.values()),
-            {b: self._in_flight(b, "optuna") for b in sizes},
+            {b: self._pending(b, "optuna") for b in sizes},
             {b for b in sizes if self._grid_finished(b)},
         )
         if st is None:
             return None
-        number, lr, warmup = self.studies.ask(st)
+        number, lr, warmup = self.studies.ask(st, trial_id)
         st.asked += 1
         config = space.trial(
             self.plan.base, st.batch_size, lr, warmup, self.plan.optuna_seed, "optuna"
@@ -229,35 +263,49 @@ class PhasedSearcher(Searcher):
     def _study_finished(self, st: StudyState) -> bool:
         return (
             st.asked >= st.budget
-            and self._in_flight(st.batch_size, "optuna") == 0
+            and self._pending(st.batch_size, "optuna") == 0
             and self._grid_finished(st.batch_size)
         )
 
     def _confirming(self) -> bool:
         return bool(self.plan.confirm_top_k and self.plan.confirm_seeds)
 
+    def _searched(self, batch_size: int) -> bool:
+        st = self.plan.studies.get(batch_size)
+        return self._study_finished(st) if st else self._grid_finished(batch_size)
+
+    def _confirm_configs(self, batch_size: int) -> list[dict[str, Any]]:
+        """The batch size's confirmation trials, decided once its search has finished."""
+        if batch_size not in self._confirm:
+            best_first = decide.ranked(self.state.done, batch_size, self.maximize)
+            self._confirm[batch_size] = [
+                space.trial(self.plan.base, batch_size, lr, w, seed, "confirm")
+                for lr, w in decide.confirm_picks(best_first, self.plan.confirm_top_k)
+                for seed in self.plan.confirm_seeds
+            ]
+        return self._confirm[batch_size]
+
     def _next_confirm(self) -> Live | None:
         for b in self.plan.batch_sizes if self._confirming() else ():
-            st = self.plan.studies.get(b)
-            finished = self._study_finished(st) if st else self._grid_finished(b)
-            if finished and b not in self.state.confirmed:
-                best_first = decide.ranked(self.state.done, b, self.maximize)
-                self.state.confirm_queue.extend(
-                    space.trial(self.plan.base, b, lr, w, seed, "confirm")
-                    for lr, w in decide.confirm_picks(best_first, self.plan.confirm_top_k)
-                    for seed in self.plan.confirm_seeds
-                )
-                self.state.confirmed.append(b)
-        if not self.state.confirm_queue:
-            return None
-        return Live("confirm", self.state.confirm_queue.pop(0))
+            if not self._searched(b):
+                continue
+            for config in self._confirm_configs(b):
+                if config_key(config) not in self._accounted:
+                    return Live("confirm", config)
+        return None
 
     def _nothing_left(self) -> bool:
-        if self.state.grid_next < len(self.plan.grid) or self.state.confirm_queue:
+        if self.state.requeue or any(config_key(c) not in self._accounted for c in self.plan.grid):
             return False
         if any(s.asked < s.budget for s in self.plan.studies.values()):
             return False
-        return not self._confirming() or set(self.plan.batch_sizes) <= set(self.state.confirmed)
+        if not self._confirming():
+            return True
+        return all(
+            self._searched(b)
+            and all(config_key(c) in self._accounted for c in self._confirm_configs(b))
+            for b in self.plan.batch_sizes
+        )
 
     # ------------------------------------------------------------------ telling Optuna
     def _told_value(self, done: Done) -> float:
@@ -265,13 +313,11 @@ class PhasedSearcher(Searcher):
         return done.value if done.feasible else decide.penalty(self.state.done, self.maximize)
 
     def _tell_optuna(self, live: Live, done: Done, st: StudyState) -> None:
-        if done.failed:
-            self.studies.tell_asked(live.study, st, live.number, None)
-            return
-        value = self._told_value(done)
-        self.studies.tell_asked(live.study, st, live.number, value)
-        if live.study != st.name:  # widened meanwhile: carry the result into the new study
-            self.studies.add(st, done, value)
+        value = None if done.failed else self._told_value(done)
+        if live.number >= 0:
+            self.studies.tell_asked(live.study, st, live.number, value)
+        if value is not None and (live.number < 0 or live.study != st.name):
+            self.studies.add(st, done, value)  # widened meanwhile, or retried after a failure
 
     def _maybe_widen(self, st: StudyState) -> bool:
         p = self.plan
@@ -282,9 +328,7 @@ class PhasedSearcher(Searcher):
         st.log10_lo, st.log10_hi = w.log10_range
         st.widenings += 1
         st.budget += w.extra
-        for d in self.state.done:  # the new study starts from everything run so far
-            if d.batch_size == st.batch_size and d.phase in ("grid", "optuna") and not d.failed:
-                self.studies.add(st, d, self._told_value(d))
+        self._tell_all_finished(st)  # the new study starts from everything run so far
         self._note(
             f"[optuna] B={st.batch_size}: best lr {w.best_lr:.3g} is at the {w.edge} "
             f"edge of [{10 ** old[0]:.3g}, {10 ** old[1]:.3g}]; widened to "
@@ -293,7 +337,16 @@ class PhasedSearcher(Searcher):
         )
         return True
 
+    def _tell_all_finished(self, st: StudyState) -> None:
+        """Every finished grid and Optuna trial of the batch size is in its current study
+        (each once)."""
+        for d in self.state.done:
+            if d.batch_size == st.batch_size and d.phase in ("grid", "optuna") and not d.failed:
+                self.studies.add(st, d, self._told_value(d))
+
     def _maybe_bracket(self, st: StudyState) -> None:
+        if self._pending(st.batch_size, "optuna"):
+            return  # decided on all of the study's trials (a bracketing one may be running)
         b = decide.bracket(st, self.state.done, self.maximize)
         if b is None:
             return
@@ -308,3 +361,115 @@ class PhasedSearcher(Searcher):
     def _note(self, message: str) -> None:
         self.state.notes.append(message)
         self._new_notes.append(message)
+
+    # ------------------------------------------------------------------ rebuilding
+    def _rebuild(self, records: list[TrialRecord]) -> None:
+        """The state a run left behind, from the trial records and the journal."""
+        finished = [r for r in records if r.status == DONE]
+        finished.sort(key=lambda r: ((r.last or {}).get("timestamp", 0), r.trial_id))
+        for r in finished:
+            self.state.done.append(
+                decide.outcome(r.trial_id, r.phase, r.config, r.last, self.plan.metric, False)
+            )
+        for r in records:
+            if r.status == CONTINUE:
+                self.state.live[r.trial_id] = Live(r.phase, r.config, folder=r.folder)
+            elif r.status == RERUN:
+                self.state.requeue.append(Live(r.phase, r.config))
+        self._accounted = {config_key(r.config) for r in records}
+        for st in self.plan.studies.values():
+            self._rebuild_study(st, records)
+        for st in self.plan.studies.values():  # a decision the kill came before
+            if st.asked:
+                self._maybe_widen(st) or self._maybe_bracket(st)
+
+    def _rebuild_study(self, st: StudyState, records: list[TrialRecord]) -> None:
+        """A batch size's study state from the journal; the journal made to agree with the
+        trial records: each asked trial finished as its Ray trial did (or queued to run
+        again, or failed when it never reached Ray), each finished trial told once."""
+        studies = self.studies.existing(st)
+        with_attrs = [s for s in studies if "log10_lo" in s.user_attrs]
+        if with_attrs:
+            current = with_attrs[-1]
+            name = current.study_name
+            st.widenings = int(name.rsplit("-w", 1)[1]) if name != st.base_name else 0
+            st.log10_lo = float(current.user_attrs["log10_lo"])
+            st.log10_hi = float(current.user_attrs["log10_hi"])
+            st.budget = int(current.user_attrs["budget"])
+        by_id = {r.trial_id: r for r in records}
+        by_key = {config_key(r.config): r for r in records if r.phase == "optuna"}
+        st.asked = st.brackets = 0
+        for study in studies:
+            st.brackets += sum(
+                1 for t in study.get_trials(deepcopy=False) if "bracket" in t.user_attrs
+            )
+            for t in asked_trials(study):
+                self._reconcile_asked(st, study.study_name, t, by_id, by_key)
+        self._tell_all_finished(st)
+
+    def _reconcile_asked(
+        self,
+        st: StudyState,
+        study: str,
+        t: Any,
+        by_id: dict[str, TrialRecord],
+        by_key: dict[tuple, TrialRecord],
+    ) -> None:
+        tid = t.user_attrs.get("trial_id")
+        config = None
+        if LR in t.params and WARMUP in t.params:
+            config = space.trial(
+                self.plan.base,
+                st.batch_size,
+                t.params[LR],
+                t.params[WARMUP],
+                self.plan.optuna_seed,
+                "optuna",
+            )
+        rec = by_id.get(tid) or (by_key.get(config_key(config)) if config else None)
+        if t.state == TrialState.RUNNING and rec is None and (tid is None or config is None):
+            self.studies.tell_asked(study, st, t.number, None)  # killed while being asked
+            return
+        st.asked += 1
+        if t.state != TrialState.RUNNING:
+            return  # told already; a retried failure's result is added when it finishes
+        if rec is not None and rec.trial_id != tid:
+            self.studies.relink(study, t.number, rec.trial_id)
+        if rec is None:  # asked, but Ray never recorded it: run it now
+            self.state.requeue.append(Live("optuna", config, study, t.number))  # type: ignore[arg-type]
+            self._accounted.add(config_key(config))  # type: ignore[arg-type]
+        elif rec.status == DONE:
+            done = self.done_of(rec.trial_id)
+            value = None if done is None or done.failed else self._told_value(done)
+            self.studies.tell_asked(study, st, t.number, value)
+        else:
+            waiting = self.state.live.get(rec.trial_id) or next(
+                (
+                    lv
+                    for lv in self.state.requeue
+                    if config_key(lv.config) == config_key(rec.config)
+                ),
+                None,
+            )
+            if waiting is not None:
+                waiting.study, waiting.number = study, t.number
+
+
+class SweepSearch(SearchGenerator):
+    """Ray's wrapper around the searcher, without its pickled snapshots: Ray would save the
+    searcher at most every ~10 s and unpickle that on resume; the sweep rebuilds it from the
+    experiment folder instead (`sweep.resume`), so nothing is saved and nothing is loaded."""
+
+    def has_checkpoint(self, dirpath: str) -> bool:
+        return False
+
+    def save_to_dir(self, dirpath: str, session_str: str) -> None:
+        return None
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        return None
+
+    def add_configurations(self, experiments: Any) -> None:
+        """Once: the runner registers the experiment itself, as Ray skips it on a resume."""
+        if self.total_samples == 0:
+            super().add_configurations(experiments)

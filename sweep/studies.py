@@ -1,24 +1,39 @@
 """The sweep's Optuna studies: one per batch size, all in one journal file.
 
-A study is named `<sweep>-<run>-B<batch size>` (a widened one adds `-w<k>`), so two sweeps
-sharing a storage never merge. The journal (`JournalStorage`, never SQLite: parallel writers
-lock it) is the studies' only copy: `Studies` reopens them from it on demand and is never
-pickled with the searcher. Trials that ran outside a study (the grid, or trials carried into a
-widened study) are told to it by `Studies.add`, as Ray's `OptunaSearch.add_evaluated_point`
-does.
+A study is named `<sweep>-<run>-B<batch size>` (a widened one adds `-w<k>`), where `<run>` is
+the start time of the sweep plus a random suffix, recorded in the experiment folder
+(`sweep_run.json`), so two sweeps sharing a journal never merge. The journal
+(`JournalStorage`, never SQLite: parallel writers lock it) is written at every event and is the
+studies' only copy: `Studies` reopens them from it and is never pickled.
+
+What the journal records, so that a resumed sweep rebuilds its searcher from it and the trial
+folders alone (`sweep.search`, `sweep.resume`):
+- each study's lr range and trial budget (study user attrs `log10_lo`, `log10_hi`, `budget`);
+- each Optuna trial asked for a Ray trial: user attrs `trial_id` (Ray's), `phase` = "optuna",
+  `source` = "asked" (and `bracket` for a trial placed to bracket the best lr);
+- each finished trial told to a study it was not asked from (the grid, or trials carried into a
+  widened study), as Ray's `OptunaSearch.add_evaluated_point` does: `trial_id`, `phase`,
+  `diverged`, `source` = "added". A Ray trial is added to a study at most once.
+
+`repair_journal` makes a journal that a crash cut mid-line readable again.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep.decide import Done, StudyState
 
 LR, WARMUP = "lr", "warmup_epochs"  # the searched parameters, named as in the trial config
+RECORD = '{"op_code":'  # how every journal line starts (Optuna writes compact JSON)
 
 
 def make_sampler(kind: str, seed: int, budget: int) -> optuna.samplers.BaseSampler:
@@ -44,15 +59,27 @@ class Studies:
         self._open: dict[str, optuna.Study] = {}
 
     def study(self, st: StudyState) -> optuna.Study:
-        """The study a batch size uses now (created in the journal the first time)."""
+        """The study a batch size uses now (created in the journal the first time, with its
+        range and budget)."""
         if st.name not in self._open:
-            self._open[st.name] = optuna.create_study(
+            study = optuna.create_study(
                 study_name=st.name,
                 storage=self.storage,
                 load_if_exists=True,
                 direction="maximize" if self.maximize else "minimize",
                 sampler=make_sampler(self.sampler, st.sampler_seed, st.budget),
             )
+            told = len(study.get_trials(deepcopy=False))
+            if told and self.sampler in ("tpe", "gp"):  # reopened after a restart: a sampler
+                # seeded as before would replay its first random suggestions
+                study.sampler = make_sampler(
+                    self.sampler, st.sampler_seed + 7919 * told, st.budget
+                )
+            if "log10_lo" not in study.user_attrs:
+                study.set_user_attr("log10_lo", st.log10_lo)
+                study.set_user_attr("log10_hi", st.log10_hi)
+                study.set_user_attr("budget", st.budget)
+            self._open[st.name] = study
         return self._open[st.name]
 
     def by_name(self, name: str, st: StudyState) -> optuna.Study:
@@ -70,33 +97,138 @@ class Studies:
             WARMUP: optuna.distributions.CategoricalDistribution(self.warmup_choices),
         }
 
-    def ask(self, st: StudyState) -> tuple[int, float, float]:
-        """A new Optuna trial of `st`'s study: (trial number, lr, warmup)."""
+    def ask(self, st: StudyState, trial_id: str) -> tuple[int, float, float]:
+        """A new Optuna trial of `st`'s study for Ray's trial `trial_id`: (number, lr, warmup)."""
         trial = self.study(st).ask()
         lr = trial.suggest_float(LR, 10**st.log10_lo, 10**st.log10_hi, log=True)
         warmup = trial.suggest_categorical(WARMUP, self.warmup_choices)
+        trial.set_user_attr("trial_id", trial_id)
         trial.set_user_attr("phase", "optuna")
+        trial.set_user_attr("source", "asked")
         return trial.number, lr, warmup
+
+    def relink(self, name: str, number: int, trial_id: str) -> None:
+        """An asked trial now runs as another Ray trial (its first one was lost in a kill)."""
+        study_id = self.storage.get_study_id_from_name(name)
+        storage_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        self.storage.set_trial_user_attr(storage_id, "trial_id", trial_id)
 
     def tell_asked(self, name: str, st: StudyState, number: int, value: float | None) -> None:
         """Finish an asked trial with its value (None: it failed)."""
         study = self.by_name(name, st)
         if value is None:
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
+            study.tell(number, state=TrialState.FAIL)
         else:
             study.tell(number, value)
 
-    def add(self, st: StudyState, done: Done, value: float) -> None:
-        """Tell `st`'s current study a finished trial that it did not ask for."""
-        self.study(st).add_trial(
+    def add(self, st: StudyState, done: Done, value: float) -> bool:
+        """Tell `st`'s current study a finished trial that it did not ask for (once: False when
+        it already holds that trial)."""
+        study = self.study(st)
+        if done.trial_id and done.trial_id in told_ids(study):
+            return False
+        study.add_trial(
             optuna.trial.create_trial(
                 params={LR: done.lr, WARMUP: done.warmup},
                 distributions=self.distributions(st),
                 value=value,
-                user_attrs={"phase": done.phase, "diverged": done.diverged},
+                user_attrs={
+                    "trial_id": done.trial_id,
+                    "phase": done.phase,
+                    "diverged": done.diverged,
+                    "source": "added",
+                },
             )
         )
+        return True
 
     def enqueue(self, st: StudyState, lr: float, warmup: float) -> None:
-        """Make `st`'s next ask return this (lr, warmup), marked as a bracketing trial."""
-        self.study(st).enqueue_trial({LR: lr, WARMUP: warmup}, user_attrs={"bracket": True})
+        """Make `st`'s next ask return this (lr, warmup), marked as a bracketing trial, and
+        record the study's grown budget."""
+        study = self.study(st)
+        study.enqueue_trial({LR: lr, WARMUP: warmup}, user_attrs={"bracket": True})
+        study.set_user_attr("budget", st.budget)
+
+    # ------------------------------------------------------------------ after a restart
+    def existing(self, st: StudyState) -> list[optuna.Study]:
+        """The batch size's studies in the journal, the base one first, then each widening."""
+        pattern = re.compile(re.escape(st.base_name) + r"(-w(\d+))?$")
+        found = []
+        for name in optuna.get_all_study_names(self.storage):
+            m = pattern.match(name)
+            if m:
+                found.append((int(m.group(2) or 0), name))
+        return [self.by_name(name, st) for _, name in sorted(found)]
+
+
+def told_ids(study: optuna.Study) -> set[str]:
+    """Ray trial ids whose result the study holds (COMPLETE trials)."""
+    return {
+        str(t.user_attrs["trial_id"])
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "trial_id" in t.user_attrs
+    }
+
+
+def asked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials that were asked for a Ray trial (or were being asked in a crash)."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("source") == "asked"
+        or (t.state == TrialState.RUNNING and "source" not in t.user_attrs)
+    ]
+
+
+def repair_journal(path: str, sole_user: bool) -> str | None:
+    """Make a journal that a crash cut mid-line readable again; return a note, or None.
+
+    A torn last line (no newline: the process died while appending) is cut off; a line that is
+    not JSON (a torn write with the next record glued to it) keeps the whole record at its end.
+    With `sole_user` (the journal lives in the experiment folder, which this run has locked) a
+    journal lock left behind by a killed process is removed rather than waited out.
+    """
+    if sole_user and os.path.lexists(path + ".lock"):
+        os.unlink(path + ".lock")
+    if not os.path.isfile(path):
+        return None
+    lock = JournalFileSymlinkLock(path)
+    lock.acquire()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        cut = data.rfind(b"\n") + 1
+        lines, torn = data[:cut].splitlines(keepends=True), data[cut:]
+        kept, mended = [], 0
+        for line in lines:
+            try:
+                json.loads(line)
+                kept.append(line)
+                continue
+            except ValueError:
+                mended += 1
+            start = line.rfind(RECORD.encode())
+            if start > 0:
+                try:
+                    json.loads(line[start:])
+                    kept.append(line[start:])
+                except ValueError:
+                    pass
+        if not torn and not mended:
+            return None
+        if mended:
+            tmp = path + f".repair-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+            os.replace(tmp, path)
+        else:
+            os.truncate(path, cut)  # earlier records keep their byte offsets
+    finally:
+        lock.release()
+    parts = (["a torn last line"] if torn else []) + (
+        [f"{mended} damaged line{'s' if mended != 1 else ''}"] if mended else []
+    )
+    return f"[sweep] repaired the Optuna journal {path}: dropped {' and '.join(parts)}"

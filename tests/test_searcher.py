@@ -5,12 +5,13 @@ import math
 
 import optuna
 from conftest import SMOKE
+from ray.tune.search import ConcurrencyLimiter
 
 from sweep.config import load_config
 from sweep.decide import Done
 from sweep.progress import progress_line
 from sweep.runner import build_plan
-from sweep.search import PhasedSearcher, Searcher
+from sweep.search import PhasedSearcher, Searcher, SweepSearch
 
 
 def drive(searcher: PhasedSearcher, value_of) -> list[dict]:
@@ -62,18 +63,17 @@ def test_best_lr_just_below_the_divergence_edge_gets_bracketed(tmp_path):
     assert sorted(r["seed"] for r in confirm) == [1, 2]
 
 
-def test_state_survives_save_and_restore(tmp_path):
+def test_nothing_of_the_searcher_is_pickled_into_the_experiment_folder(tmp_path):
+    # its state is rebuilt from the trial folders and the journal (tests/test_resume.py), so
+    # Ray's snapshots of it, which a resume would unpickle, are never written
     cfg = load_config(SMOKE, ["batch_sizes=[8]", "optuna.trials_per_batch_size=3"])
-    a = PhasedSearcher(build_plan(cfg, tmp_path), max_concurrent=2)
-    first = a.suggest("x0")
-    a.on_trial_complete("x0", {"val_loss": 0.5, "diverged": False})
-    a.suggest("x1")
-    a.save(str(tmp_path / "state.pkl"))
-    b = PhasedSearcher(build_plan(cfg, tmp_path), max_concurrent=1)
-    b.restore(str(tmp_path / "state.pkl"))
-    assert b.state.grid_next == a.state.grid_next and set(b.state.live) == {"x1"}
-    assert b.max_concurrent == 2 and len(b.state.done) == 1
-    assert first["phase"] == "grid"
+    searcher = PhasedSearcher(build_plan(cfg, tmp_path), max_concurrent=2)
+    search = SweepSearch(ConcurrencyLimiter(searcher, max_concurrent=2))
+    searcher.suggest("x0")
+    searcher.on_trial_complete("x0", {"val_loss": 0.5, "diverged": False})
+    search.save_to_dir(str(tmp_path), session_str="now")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna-journal.log"]
+    assert not search.has_checkpoint(str(tmp_path))
 
 
 def test_widened_studies_of_a_sweep_named_with_dash_w_stay_apart(tmp_path):
