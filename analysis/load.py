@@ -6,6 +6,14 @@ may hold one experiment or several (searched recursively). Nothing else is opene
 state files (`experiment_state-*.json`, `tuner.pkl`, searcher pickles) are counted and ignored,
 and nothing is ever unpickled, so folders copied from someone else are safe to read.
 
+A folder from someone else may be hostile, so the two files are opened only as regular files
+inside the folder (a link may point elsewhere inside it, never out of it; FIFOs and devices are
+refused without blocking), up to a size cap, and parsed as JSON that may not nest deeply. A
+trial whose files break these rules, or whose values make no sense (a batch size or lr that is
+not a positive number, `true` as an lr, a metric that is text other than NaN/Infinity, a
+`diverged` flag that is not true/false), is skipped and named in `LoadSummary.skipped`; the
+other trials are analysed.
+
 Tolerated, counted and reported in `LoadSummary`: trials with no result lines yet, a truncated
 last line (a crash mid-write), unreadable lines, unknown extra keys, unreadable `params.json`.
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.contract import PARAM_KEYS, maximize
+from trainables.contract import METRIC_KEYS, PARAM_KEYS, maximize
 
 # Config keys promoted to columns (docs/design.md, "The trial contract"); other params.json
 # keys are ignored.
@@ -69,6 +78,12 @@ RAY_NOISE_KEYS = frozenset(
     }
 )
 REPORT_MARKERS = frozenset({"report.md", "report.html"})
+MAX_PARAMS_BYTES = 1 << 20  # a trial config is a few KiB
+MAX_RESULT_BYTES = 256 << 20  # ~1 KiB per epoch: hundreds of thousands of epochs
+MAX_BATCH_SIZE = 2**31
+# contract metrics that are numbers: text in them must be a number (JSON's NaN/Infinity as text)
+NUMERIC_METRICS = frozenset(METRIC_KEYS) - {"diverged"}
+NON_FINITE_TEXT = {"nan": math.nan, "infinity": math.inf, "inf": math.inf}
 
 
 class AnalysisError(Exception):
@@ -162,40 +177,103 @@ def find_trial_dirs(root: Path) -> tuple[list[Path], int]:
     return sorted(trial_dirs), n_other
 
 
-def read_params(path: Path) -> dict[str, Any]:
+def read_text(path: Path, root: Path, cap: int) -> str | None:
+    """The text of `path` if it is a regular file inside `root` (following a link only when it
+    stays inside), at most `cap` bytes; None when it does not exist. Raises ValueError naming
+    what is wrong otherwise. A FIFO or a device is refused without being read (or blocking)."""
+    try:
+        if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+            raise ValueError(f"{path.name} is a link out of the results folder")
+        fd = os.open(path.resolve(), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"{path.name} unreadable ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if st.st_size > cap:
+            raise ValueError(f"{path.name} holds {st.st_size:,} bytes, over the {cap:,} limit")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError(f"{path.name} holds over {cap:,} bytes, the limit")
+    return data.decode("utf-8", errors="replace")
+
+
+def _json(text: str) -> Any:
+    """json.loads, with nesting too deep for Python and integers too long for it as ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _positive_int(value: Any) -> int | None:
+    """A whole number >= 1 (and sane), given as a number or as text; else None. No booleans."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not (1 <= number <= MAX_BATCH_SIZE) or number != int(number):
+        return None
+    return int(number)
+
+
+def _positive_float(value: Any) -> float | None:
+    """A finite number > 0, given as a number or as text; else None. No booleans."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def read_params(path: Path, root: Path | None = None) -> dict[str, Any]:
     """The trial config of params.json; raises ValueError with the reason when unusable."""
     try:
-        params = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable params.json ({type(exc).__name__})") from exc
+        text = read_text(path, root or path.parent, MAX_PARAMS_BYTES)
+        if text is None:
+            raise ValueError("params.json is gone")
+        params = _json(text)
+    except ValueError as exc:
+        if str(exc).startswith("params.json"):
+            raise
+        raise ValueError(f"unreadable params.json ({exc})") from exc
     if not isinstance(params, dict):
         raise ValueError("params.json is not a JSON object")
     for key in ("batch_size", "lr"):
         if key not in params:
             raise ValueError(f"params.json lacks '{key}'")
-    try:
-        batch, lr = int(params["batch_size"]), float(params["lr"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError("batch_size or lr is not a number") from exc
-    if batch <= 0 or not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"batch_size={batch}, lr={lr} are not positive")
-    return params
+    batch, lr = _positive_int(params["batch_size"]), _positive_float(params["lr"])
+    if batch is None:
+        raise ValueError(f"batch_size {params['batch_size']!r:.40} is not a positive whole number")
+    if lr is None:
+        raise ValueError(f"lr {params['lr']!r:.40} is not a positive number")
+    return {**params, "batch_size": batch, "lr": lr}
 
 
-def read_result_lines(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
+def read_result_lines(
+    path: Path, root: Path | None = None
+) -> tuple[list[dict[str, Any]], int, bool]:
     """Parsed lines of a result.json: (rows, n_bad_inner_lines, last_line_truncated).
 
-    JSON's NaN/Infinity tokens are accepted (Ray writes them for diverged losses)."""
-    if not path.exists():
+    JSON's NaN/Infinity tokens are accepted (Ray writes them for diverged losses). Raises
+    ValueError when the file may not be read (see `read_text`)."""
+    text = read_text(path, root or path.parent, MAX_RESULT_BYTES)
+    if text is None:
         return [], 0, False
-    text = path.read_text(encoding="utf-8", errors="replace")
     lines = [line for line in text.split("\n") if line.strip()]
     rows: list[dict[str, Any]] = []
     n_bad, truncated = 0, False
     for i, line in enumerate(lines):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+            obj = _json(line)
+        except ValueError:  # JSONDecodeError, too deep, a number too long
             obj = None
         if not isinstance(obj, dict):
             if i == len(lines) - 1:
@@ -207,35 +285,69 @@ def read_result_lines(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
     return rows, n_bad, truncated
 
 
+def _metric_value(key: str, value: Any) -> Any:
+    """A result value as the tables hold it: numbers as floats or ints, JSON's non-finite
+    tokens written as text ("NaN") as floats. ValueError for text in a contract metric."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+        return math.inf if value > 0 else -math.inf  # beyond any sane metric, and int64
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower().lstrip("+")
+    if word.lstrip("-") in NON_FINITE_TEXT:
+        number = NON_FINITE_TEXT[word.lstrip("-")]
+        return -number if word.startswith("-") else number
+    if key in NUMERIC_METRICS:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{key} is {value!r:.40}, not a number") from None
+    return value
+
+
+def _diverged(value: Any) -> bool:
+    """The `diverged` flag: true/false as JSON, as text or as 0/1; ValueError otherwise."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"diverged is {value!r:.40}, not true or false")
+
+
 def _scalar_metrics(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: (math.nan if v is None else v)
+        k: (math.nan if v is None else _metric_value(k, v))
         for k, v in row.items()
         if k not in RAY_NOISE_KEYS and (v is None or isinstance(v, int | float | bool | str))
     }
 
 
 def _epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per epoch, the last occurrence winning (a resumed trial may repeat epochs)."""
+    """One row per epoch, the last occurrence winning (a resumed trial may repeat epochs).
+    ValueError (naming the line) for a value that makes the trial unusable."""
     by_epoch: dict[int, dict[str, Any]] = {}
     for i, row in enumerate(rows):
-        metrics = _scalar_metrics(row)
-        epoch = metrics.get("epoch", metrics.get("training_iteration", i + 1))
         try:
-            epoch = int(epoch)
-        except (TypeError, ValueError):
-            epoch = i + 1
-        metrics["epoch"] = epoch
-        metrics["diverged"] = bool(metrics.get("diverged", False))
-        by_epoch[epoch] = metrics
+            metrics = _scalar_metrics(row)
+            metrics["diverged"] = _diverged(metrics.get("diverged", False))
+        except ValueError as exc:
+            raise ValueError(f"result.json line {i + 1}: {exc}") from None
+        epoch = _positive_int(metrics.get("epoch", metrics.get("training_iteration", i + 1)))
+        metrics["epoch"] = i + 1 if epoch is None else epoch
+        by_epoch[metrics["epoch"]] = metrics
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _number(value: Any, default: float | None) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
+    """A finite number (not a boolean), else `default`."""
+    if isinstance(value, bool):
         return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return number if math.isfinite(number) else default
 
 
 def _config(params: dict[str, Any]) -> dict[str, Any]:
@@ -244,9 +356,10 @@ def _config(params: dict[str, Any]) -> dict[str, Any]:
     cfg["batch_size"] = int(cfg["batch_size"])
     cfg["lr"] = float(cfg["lr"])
     cfg["warmup_epochs"] = _number(cfg["warmup_epochs"], 0.0)
-    cfg["seed"] = int(_number(cfg["seed"], 0.0))
-    epochs = _number(cfg["epochs"], None)
-    cfg["epochs"] = None if epochs is None or not math.isfinite(epochs) else int(epochs)
+    seed = _number(cfg["seed"], 0.0)
+    cfg["seed"] = int(seed) if abs(seed) < 2**63 else 0
+    epochs = _positive_int(cfg["epochs"])
+    cfg["epochs"] = None if epochs is None else epochs
     cfg["phase"] = str(cfg["phase"])
     return cfg
 
@@ -287,20 +400,16 @@ def load_results(root: str | Path) -> Results:
     for tdir in trial_dirs:
         name = tdir.relative_to(root).as_posix()
         try:
-            params = read_params(tdir / "params.json")
+            params = read_params(tdir / "params.json", root)
+            rows, bad, truncated = read_result_lines(tdir / "result.json", root)
+            erows = _epoch_rows(rows)
         except ValueError as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        try:
-            rows, bad, truncated = read_result_lines(tdir / "result.json")
-        except OSError as exc:
-            rows, bad, truncated = [], 0, False
-            skipped.append(f"{name}: result.json unreadable ({exc.strerror}), kept as empty")
         n_bad += bad
         n_truncated += truncated
         experiments.add(tdir.parent.relative_to(root).as_posix())
         cfg = _config(params)
-        erows = _epoch_rows(rows)
         trial_rows.append(
             {
                 "trial": name,

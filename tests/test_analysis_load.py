@@ -4,12 +4,15 @@ Results folders are written by analysis.synthetic in the layout Ray Tune 2.60 wr
 
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 
 import pytest
 
+import analysis.load
 from analysis.load import AnalysisError, load_results
+from analysis.pipeline import analyze
 from analysis.synthetic import Law, SweepSpec, add_oddities, write_results, write_trial
 
 SMALL = SweepSpec(batch_sizes=(8, 16), lr_offsets=(-0.5, 0.0, 0.5), seeds=2, grid=False)
@@ -171,3 +174,142 @@ def test_a_folder_of_only_broken_trials_raises(tmp_path):
     (tdir / "params.json").write_text(json.dumps({"lr": 0.1}))
     with pytest.raises(AnalysisError, match="lacks 'batch_size'"):
         load_results(tmp_path)
+
+
+# ---------------------------------------------------------------------------- hostile folders
+def _one_damaged(tmp_path: Path, damage) -> tuple[Path, Path]:
+    """SMALL's results with its first trial damaged; returns (root, damaged trial folder)."""
+    exp = write_results(tmp_path / "results", Law("linear"), SMALL)
+    first = sorted(p.parent for p in exp.glob("*/params.json"))[0]
+    damage(first)
+    return tmp_path / "results", first
+
+
+def _skipped_only(root: Path, trial: Path, reason: str) -> None:
+    res = load_results(root)
+    assert len(res.trials) == 11 and res.summary.n_unreadable == 1
+    (line,) = res.summary.skipped
+    assert line.startswith(trial.relative_to(root).as_posix()) and reason in line, line
+    assert "skipped" in "\n".join(res.summary.lines())
+
+
+def _relink(target: str):
+    def damage(trial: Path) -> None:
+        (trial / "result.json").unlink()
+        (trial / "result.json").symlink_to(target)
+
+    return damage
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/dev/zero"])
+def test_a_result_json_linked_out_of_the_folder_is_never_opened(tmp_path, target):
+    root, trial = _one_damaged(tmp_path, _relink(target))
+    _skipped_only(root, trial, "result.json is a link out of the results folder")
+
+
+def test_a_link_that_stays_inside_the_folder_is_followed(tmp_path):
+    def damage(trial: Path) -> None:
+        (trial.parent / "kept.json").write_bytes((trial / "result.json").read_bytes())
+        _relink("../kept.json")(trial)
+
+    root, _ = _one_damaged(tmp_path, damage)
+    res = load_results(root)
+    assert len(res.trials) == 12 and (res.trials["status"] == "done").all()
+
+
+def test_a_fifo_or_an_oversized_file_is_skipped_without_blocking(tmp_path, monkeypatch):
+    def fifo(trial: Path) -> None:
+        (trial / "result.json").unlink()
+        os.mkfifo(trial / "result.json")  # reading it would wait for a writer forever
+
+    root, trial = _one_damaged(tmp_path / "a", fifo)
+    _skipped_only(root, trial, "result.json is not a regular file")
+    root, trial = _one_damaged(
+        tmp_path / "b", lambda t: (t / "result.json").write_text("x" * 9999)
+    )
+    cap = max(p.stat().st_size for p in root.rglob("result.json") if p.parent != trial)
+    monkeypatch.setattr(analysis.load, "MAX_RESULT_BYTES", cap)  # the others fit, this one not
+    _skipped_only(root, trial, f"result.json holds 9,999 bytes, over the {cap:,} limit")
+
+
+def _edit_rows(**values):
+    def damage(trial: Path) -> None:
+        rows = [json.loads(x) for x in (trial / "result.json").read_text().splitlines()]
+        text = "".join(json.dumps({**r, **values}) + "\n" for r in rows)
+        (trial / "result.json").write_text(text)
+
+    return damage
+
+
+def _edit_params(text: str | None = None, **values):
+    def damage(trial: Path) -> None:
+        params = {**json.loads((trial / "params.json").read_text()), **values}
+        (trial / "params.json").write_text(text if text is not None else json.dumps(params))
+
+    return damage
+
+
+def test_nan_written_as_text_is_nan_and_the_report_still_runs(tmp_path):
+    root, trial = _one_damaged(tmp_path, _edit_rows(val_loss="NaN", train_loss="-Infinity"))
+    res = load_results(root)
+    assert len(res.trials) == 12 and res.summary.n_unreadable == 0
+    row = res.trials[res.trials["trial"] == trial.relative_to(root).as_posix()].iloc[0]
+    assert math.isnan(row["val_loss"]) and row["train_loss"] == -math.inf
+    assert res.epochs["val_loss"].dtype == float
+    a = analyze(root, n_boot=0)  # before: "metric 'val_loss' is not in the trials' result.json"
+    assert a.verdict.verdict in ("linear", "sqrt", "neither", "inconclusive")
+    assert sum(a.best["n_trials"]) == 12  # the NaN trial is one of them: finished, infeasible
+
+
+def test_a_metric_that_is_text_skips_the_trial_and_names_it(tmp_path):
+    root, trial = _one_damaged(tmp_path, _edit_rows(val_loss="low"))
+    _skipped_only(root, trial, "result.json line 1: val_loss is 'low', not a number")
+
+
+@pytest.mark.parametrize(
+    "flag, diverged", [("false", False), ("FALSE", False), (0, False), ("true", True), (1, True)]
+)
+def test_diverged_written_as_text_or_a_number_means_what_it_says(tmp_path, flag, diverged):
+    root, trial = _one_damaged(tmp_path, _edit_rows(diverged=flag))
+    res = load_results(root)
+    row = res.trials[res.trials["trial"] == trial.relative_to(root).as_posix()].iloc[0]
+    assert (row["status"] == "diverged") == diverged
+    assert res.summary.n_diverged == int(diverged)
+
+
+def test_a_diverged_flag_that_is_neither_true_nor_false_skips_the_trial(tmp_path):
+    root, trial = _one_damaged(tmp_path, _edit_rows(diverged="maybe"))
+    _skipped_only(root, trial, "diverged is 'maybe', not true or false")
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (_edit_params(lr=True), "lr True is not a positive number"),
+        (_edit_params(batch_size=True), "batch_size True is not a positive whole number"),
+        (_edit_params(batch_size=8.5), "batch_size 8.5 is not a positive whole number"),
+        (_edit_params(lr=float("inf")), "lr inf is not a positive number"),
+        (_edit_params('{"batch_size": 1' + "0" * 400 + ', "lr": 0.1}'), "batch_size 1000"),
+        (_edit_params('{"batch_size": 8, "lr": 1' + "0" * 5000 + "}"), "unreadable params"),
+        (_edit_params('{"a": ' * 100_000), "unreadable params.json (nested too deeply)"),
+    ],
+    ids=["lr true", "batch true", "batch 8.5", "lr inf", "batch 10^400", "lr 5000 digits", "deep"],
+)
+def test_a_params_json_with_values_that_make_no_sense_skips_the_trial(tmp_path, damage, reason):
+    root, trial = _one_damaged(tmp_path, damage)
+    _skipped_only(root, trial, reason)
+    assert 1 not in set(load_results(root).trials["batch_size"])  # no phantom B = 1 row
+
+
+def test_deep_or_huge_values_in_result_lines_are_dropped_or_clipped(tmp_path):
+    def damage(trial: Path) -> None:
+        _edit_rows(noise_scale=10**400, seed_of_the_day=-(10**400))(trial)
+        lines = (trial / "result.json").read_text().splitlines()
+        lines.insert(1, "[" * 100_000)  # an inner line nested too deeply for Python
+        (trial / "result.json").write_text("\n".join(lines) + "\n")
+
+    root, trial = _one_damaged(tmp_path, damage)
+    res = load_results(root)
+    assert len(res.trials) == 12 and res.summary.n_bad_lines == 1
+    row = res.trials[res.trials["trial"] == trial.relative_to(root).as_posix()].iloc[0]
+    assert row["noise_scale"] == math.inf and row["seed_of_the_day"] == -math.inf
