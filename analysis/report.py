@@ -19,6 +19,7 @@ from analysis.figures import write_figures
 from analysis.pipeline import Analysis
 from analysis.render import render_html, render_markdown
 from analysis.schema import fit_json, jsonable
+from analysis.tables import write_tables
 
 __all__ = ["write_report", "fit_json", "jsonable", "render_html", "render_markdown"]
 
@@ -41,4 +42,5 @@ def write_report(
         "report.html": out / "report.html",
         "fit.json": jpath,
         **{f"figures/{k}.png": p for k, p in figs.items()},
+        **write_tables(a, out),  # trials.csv, trials.parquet, epochs.parquet, best_lr.csv
     }
