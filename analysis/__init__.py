@@ -29,4 +29,39 @@ the order data flows through them:
   several sweeps (e.g. SGD and Adam).
 - `analysis.synthetic`: results folders from planted laws (tests, demo);
   `analysis.planted`: planted sweeps under the designs the sweep really runs (benchmark).
+
+In a notebook (README, "The results in a notebook"):
+
+    from analysis import load_results, analyze
+    res = load_results("results/default")    # res.trials, res.epochs: pandas DataFrames
+    a = analyze("results/default", n_boot=0)  # a.best, a.verdict.verdict, a.inference.alpha
+
+`import analysis` itself imports nothing else and changes nothing: the names above are looked
+up in their modules on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "load_results": "analysis.load",  # results folder -> Results (trials, epochs, summary)
+    "Results": "analysis.load",
+    "AnalysisError": "analysis.load",
+    "analyze": "analysis.pipeline",  # results folder -> Analysis (best lrs, rules, verdict)
+    "Analysis": "analysis.pipeline",
+    "write_report": "analysis.report",  # Analysis -> report.md, report.html, fit.json, tables
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
