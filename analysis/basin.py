@@ -42,6 +42,7 @@ LOG_C_BOUNDS = (-12.0, 12.0)  # log curvature per decade^2
 LOG_S_BOUNDS = (-14.0, 6.0)  # log seed-noise sd
 TREND_BOUNDS = (-2.0, 2.0)  # drift of log curvature / log noise per sd of log B
 ASYM_BOUNDS = (-3.0, 3.0)  # log(cR / cL)
+MU_SLACK = 4.0  # decades beyond the lrs tried that a free optimum may lie
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 N_GLOBAL = 5  # a, g, r, s0, s1
 
@@ -460,6 +461,11 @@ class Likelihood:
         if self.model.kind == "saturating":
             lb = self.log_b
             b[1] = (float(lb.min()) - 4.0, float(lb.max()) + 4.0)  # log10 B_noise
+        if self.model.kind == "free":  # an optimum far outside the lrs tried is no answer
+            d = self.d
+            for j in range(d.nb):
+                xs = d.x[d.bi == j]
+                b[j] = (float(xs.min()) - MU_SLACK, float(xs.max()) + MU_SLACK)
         return b
 
 

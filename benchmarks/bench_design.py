@@ -2,20 +2,21 @@
 
     python -m benchmarks.bench_design [--problem planted|quadratic] [--seeds 1 2 3]
 
-Both methods run the same trials function with the same seeds, one trial at a time, and are
-analysed after every trial exactly as the sweep does (chi-square intervals, confirmed with
-calibrated ones before a verdict counts):
+Both methods run the same trials function (one seed per trial) and are analysed as the sweep
+does:
 
-- loop: `sweep.design.run_loop` (start from neighbours, bracket, then the c-optimal trial for
-  alpha), stopping when the verdict is decided;
-- grid: a fixed log grid of GRID_LRS lrs per batch size over the same search range, visited
-  coarse-to-fine (every batch size's lrs in a bit-reversed order, batch sizes interleaved), so
-  that a prefix of it is itself a spread-out design; the count is the first prefix whose
-  verdict is decided and stays right to the end of the grid.
+- loop: `sweep.design.run_loop` (start from the neighbours, bracket, cover, then the c-optimal
+  trial for alpha), refitted after every trial and stopped by its own rule (every batch size
+  located, decided twice in a row, and with calibrated 99% intervals);
+- grid: a fixed log grid over the same search range (+-GRID_HALF decades around the same
+  centre), run whole and analysed once, as a user who fixes the design up front would; the
+  count is the smallest of the nested densities GRID_DENSITIES (lrs per batch size) whose
+  verdict is decided and right.
 
 Problems: `planted` (analysis.planted's linear truth: asymmetric basin, divergence cliff,
-seed noise), `quadratic` (real training of trainables.quadratic, whose optimum is exact:
-linear over B = 4..64). Prints trials per method and seed and the ratio of the medians.
+seed noise), `noisy` (the same with 3x the seed noise), `quadratic` (real training of
+trainables.quadratic, whose optimum is exact: linear over B = 4..64). Prints trials per
+method and seed and the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from analysis.inference import infer
 from analysis.planted import scenarios
 from sweep.design import Budget, _frame, run_loop
 
-GRID_LRS = 13
+GRID_DENSITIES = (5, 9, 17, 33)  # lrs per batch size: nested log grids
 GRID_HALF = 1.5  # decades on each side of the search centre
 
 
-def planted_problem():
-    sc = scenarios()["linear"]
+def planted_problem(name: str = "linear"):
+    sc = scenarios()[name]
     truth = sc.truth
     batches = [8, 16, 32, 64, 128, 256]
     b_min = min(batches)
@@ -79,55 +80,50 @@ def quadratic_problem():
     return run, batches, centre, "linear"
 
 
-def grid_order(batches: list[int], centre: dict[int, float]) -> list[tuple[int, float]]:
-    """Every batch size's GRID_LRS lrs, coarse to fine (the ends, then always the lr farthest
-    from those already run), batch sizes interleaved."""
-    xs = np.linspace(-GRID_HALF, GRID_HALF, GRID_LRS)
-    order = [0, GRID_LRS - 1]
-    while len(order) < GRID_LRS:
-        rest = [i for i in range(GRID_LRS) if i not in order]
-        order.append(max(rest, key=lambda i: min(abs(xs[i] - xs[j]) for j in order)))
-    return [(b, centre[b] + xs[i]) for i in order for b in batches]
-
-
-def run_grid(run, batches, centre, expected, seed: int) -> int | None:
-    trials, first_right = [], None
-    for k, (b, x) in enumerate(grid_order(batches, centre)):
-        w = 0.0
-        y, div = run(b, 10**x, w, seed * 100_003 + k)
-        trials.append(
-            {
-                "trial": f"g{k}",
-                "batch_size": b,
-                "lr": 10**x,
-                "warmup_epochs": w,
-                "seed": seed * 100_003 + k,
-                "phase": "grid",
-                "status": "diverged" if div else "done",
-                "val_loss": math.nan if div else y,
-            }
-        )
-        if len(trials) < 3 * len(batches):
-            continue
-        frame = _frame(trials, "val_loss")
-        dec = decide(infer(frame, replicates=0, warmup=False))
-        if dec.verdict != "inconclusive":
-            dec = decide(infer(frame, replicates=100, seed=seed, warmup=False))
-        if dec.verdict == expected:
-            first_right = first_right or len(trials)
-        else:
-            first_right = None
-    return first_right
+def run_grid(run, batches, centre, expected, seed: int) -> tuple[int | None, str]:
+    """The smallest fixed log grid (GRID_DENSITIES lrs per batch size over the search range,
+    all run, analysed once) whose verdict is decided and right: (its trials, its verdict).
+    The densities are nested, so each trial is run once."""
+    cache: dict[tuple[int, float], tuple[float, bool]] = {}
+    verdict = "inconclusive"
+    for n in GRID_DENSITIES:
+        trials = []
+        for b in batches:
+            for i, x in enumerate(np.linspace(-GRID_HALF, GRID_HALF, n)):
+                key = (b, round(float(x), 9))
+                if key not in cache:
+                    cache[key] = run(b, 10 ** (centre[b] + x), 0.0, seed * 100_003 + len(cache))
+                y, div = cache[key]
+                trials.append(
+                    {
+                        "trial": f"g{b}_{i}",
+                        "batch_size": b,
+                        "lr": 10 ** (centre[b] + x),
+                        "warmup_epochs": 0.0,
+                        "seed": seed * 100_003 + i,
+                        "phase": "grid",
+                        "status": "diverged" if div else "done",
+                        "val_loss": math.nan if div else y,
+                    }
+                )
+        verdict = decide(
+            infer(_frame(trials, "val_loss"), replicates=100, seed=seed, warmup=False)
+        ).verdict
+        if verdict != "inconclusive":
+            return n * len(batches), verdict
+    return None, verdict
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--problem", choices=["planted", "quadratic"], default="planted")
+    p.add_argument("--problem", choices=["planted", "noisy", "quadratic"], default="planted")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--max-trials", type=int, default=150)
     a = p.parse_args(argv)
     run, batches, centre, expected = (
-        planted_problem() if a.problem == "planted" else quadratic_problem()
+        quadratic_problem()
+        if a.problem == "quadratic"
+        else planted_problem("linear" if a.problem == "planted" else "noisy")
     )
     print(
         f"# {a.problem}: batch sizes {batches}, right verdict {expected}; python "
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         n_loop = len(res.trials) if res.stopped == "decided" else None
         right = res.decision is not None and res.decision.verdict == expected
         t1 = time.perf_counter()
-        n_grid = run_grid(run, batches, centre, expected, seed)
+        n_grid, grid_verdict = run_grid(run, batches, centre, expected, seed)
         t2 = time.perf_counter()
         alpha = res.inference.alpha if res.inference is not None else None
         print(
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         loop_n.append(n_loop if right else None)
-        grid_n.append(n_grid)
+        grid_n.append(n_grid if grid_verdict == expected else None)
     ok_loop = [n for n in loop_n if n is not None]
     ok_grid = [n for n in grid_n if n is not None]
     if ok_loop and ok_grid:

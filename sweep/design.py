@@ -38,14 +38,15 @@ from analysis.decision import Decision
 from analysis.inference import Inference
 
 MIN_TRIALS = 4  # finished trials a batch size needs before its basin can be modelled
-START_HALF = 1.0  # decades on each side of the predicted optimum for a new batch size
+START_HALF = 1.0  # decades on each side of the predicted optimum for a new batch size...
+START_HALF_FITTED = 0.6  # ... or when a power law through located neighbours predicts it
 BRACKET_STEP = 0.5  # decades beyond an unbracketed best tried lr
 SIDE_MIN, SIDE_MAX = 0.15, 1.5  # decades: the modelled basin's half-widths, clipped
 CANDIDATES = 13  # lrs per batch size and warmup considered by the c-optimal step
 FLANK = 0.6  # share of the modelled half-width where trials go: far enough from the vertex to
 # locate it, near enough that the parabola still describes the basin there
 MID_ALPHA = 0.75  # between the rules: how a batch size without data is extrapolated
-MIN_STOP = 6  # finished trials every batch size needs before the sweep may stop
+MIN_STOP = 5  # finished trials every batch size needs before the sweep may stop
 STOP_LEVEL = 0.99  # alpha's interval must be decided at this level to stop (the verdict is
 # looked at after every trial; a stricter interim level keeps the many looks from turning a
 # 5% chance of a wrong interval into a much larger one)
@@ -145,7 +146,8 @@ def propose(
     if new:
         b = min(new, key=lambda v: (counts.get(v, 0), v))
         mu = predicted_optimum(inf, b, centre[b])
-        return Proposal(b, mu - START_HALF, mu + START_HALF, None, None, "start")
+        half = START_HALF_FITTED if inf.alpha is not None else START_HALF
+        return Proposal(b, mu - half, mu + half, None, None, "start")
     rows = inf.table.set_index("batch_size") if len(inf.table) else None
     for b in batch_sizes:
         if rows is None or b not in rows.index:
