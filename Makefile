@@ -49,8 +49,8 @@ clean:  ## remove caches (results/ and .venv/ are kept; delete them by hand)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.venv/.installed: pyproject.toml
+.venv/.installed: pyproject.toml constraints.txt  # ranges, and the exact versions tested here
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
