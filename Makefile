@@ -10,7 +10,6 @@ EXP      = $(STORAGE)/$(or $(NAME),default)
 SWEEP_ARGS = --config $(CONFIG) --storage $(STORAGE) $(if $(NAME),--name $(NAME)) \
 	$(if $(ADDRESS),--address $(ADDRESS)) $(if $(SHARED),--shared-storage) \
 	$(if $(JOURNAL),--journal $(JOURNAL)) $(ARGS)
-WARN_HOST = @if [ "$(HOST)" != "127.0.0.1" ]; then echo "warning: serving on $(HOST): anyone who can reach this machine can read (and, for optuna-dashboard, change) it"; fi
 
 .PHONY: sweep test tensorboard report optuna-dashboard bench compare lint clean
 
@@ -21,15 +20,13 @@ test: .venv/.installed  ## the test suite (CPU, about 7 minutes on 2 cores)
 	$(PY) -m pytest -q
 
 tensorboard: .venv/.installed  ## live curves of every trial, on 127.0.0.1:6006
-	$(WARN_HOST)
-	.venv/bin/tensorboard --logdir $(STORAGE) --host $(HOST) --port 6006
+	$(PY) -m sweep.serve tensorboard --logdir $(STORAGE) --host $(HOST) --port 6006
 
 report: .venv/.installed  ## (re)write the scaling-law report of $(STORAGE)/$(NAME or default)
 	$(PY) -m analysis.fit_rule --results $(EXP)
 
 optuna-dashboard: .venv/.installed  ## the Optuna studies of a sweep, on 127.0.0.1:8080
-	$(WARN_HOST)
-	.venv/bin/optuna-dashboard --host $(HOST) --port 8080 $(or $(JOURNAL),$(EXP)/optuna-journal.log)
+	$(PY) -m sweep.serve optuna-dashboard --host $(HOST) --port 8080 $(or $(JOURNAL),$(EXP)/optuna-journal.log)
 
 bench: .venv/.installed  ## samples/s and sweep wall time against a tutorial-style baseline
 	$(PY) -m benchmarks.bench
