@@ -11,8 +11,13 @@ Prints one table (device, torch version, n runs, medians):
   grid. For each: wall time of the whole command (Ray's start included) and of `Tuner.fit`, the
   sum of the trials' own training times (`train_time_s`), and the overhead ratio
   wall / (sum of trial times / concurrent slots).
-No number here is asserted anywhere; the machine may be shared, so read the ratios, which are
-measured side by side, rather than the absolute times.
+Both sides do the same work: default.yaml also measures the gradient noise scale and the steps
+to a target (about 1.8x the compute), which the tutorial-style grid does not, so the project's
+side turns both off (`EQUAL_WORK`), and `check_equal_work` stops the bench unless both ran the
+same trials (batch sizes, epochs, examples) and the project's measured no noise scale.
+With n > 1 every cell shows the median and [min-max]. The 1-minute load average is sampled at
+the start and end of every sweep and printed: the machine may be shared, so read the ratios,
+which are measured side by side, rather than the absolute times. No number here is asserted.
 
     python -m benchmarks.bench [--runs 3] [--sweep-runs 1] [--quick] [--skip-sweep] [--keep DIR]
 `--quick` is a smoke run (small data, 4-trial grids, one run): about a minute on 2 cores.
@@ -42,6 +47,9 @@ from trainables.train import train
 ROOT = Path(__file__).resolve().parents[1]  # the sweeps run from here
 
 TRIAL_BATCHES = (8, 64, 512)
+# default.yaml measures the noise scale and the steps to a target; the tutorial-style grid
+# measures neither, so the project's side of the sweep comparison turns them off
+EQUAL_WORK = ("measure_noise_scale=false", "target=null")
 
 
 def device_name(device: str) -> str:
@@ -90,6 +98,7 @@ def sweep_command(style: str, storage: Path, name: str, quick: bool) -> list[str
             "optuna.trials_per_batch_size=0",
             "--set",
             "confirm.top_k=0",
+            *(arg for setting in EQUAL_WORK for arg in ("--set", setting)),
             "--no-report",
             "--fresh",
             "--storage",
@@ -110,6 +119,7 @@ def run_sweep(style: str, storage: Path, name: str, quick: bool) -> dict:
     """Run one grid in a subprocess; wall times from its start/end lines, trial times from
     its result files."""
     log_path = storage / f"{name}.log"
+    load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     fit_start = fit_end = None
     with open(log_path, "w") as log:
@@ -138,7 +148,35 @@ def run_sweep(style: str, storage: Path, name: str, quick: bool) -> dict:
         "fit": fit_end - fit_start,
         "trials": trials,
         "trial_time": sum(t["train_time_s"] for t in trials),
+        "load": (load_start, os.getloadavg()[0]),
     }
+
+
+def check_equal_work(tutorial_runs: list[dict], project_runs: list[dict]) -> str:
+    """Raise RuntimeError unless every sweep ran the same trials (batch size, epochs, examples)
+    and the project's measured no noise scale; else say what the work was."""
+
+    def work(res: dict) -> list[tuple[int, int, int]]:
+        return sorted((t["batch_size"], t["epochs"], t["examples_seen"]) for t in res["trials"])
+
+    reference = work(tutorial_runs[0])
+    for res in (*tutorial_runs, *project_runs):
+        if work(res) != reference:
+            raise RuntimeError(
+                f"unequal work: trials (batch, epochs, examples) {work(res)} against "
+                f"{reference}; the comparison would not be fair"
+            )
+    measured = sum(t["noise_scale_epochs"] for res in project_runs for t in res["trials"])
+    if measured:
+        raise RuntimeError(
+            f"the project's trials measured the noise scale in {measured} epochs, which the "
+            "tutorial-style ones do not: unequal work"
+        )
+    examples = sum(t[2] for t in reference)
+    return (
+        f"equal work: {len(reference)} trials, {examples:,} training examples on each side; "
+        "no noise scale or steps-to-target measured"
+    )
 
 
 def read_trials(exp_dir: Path) -> list[dict]:
@@ -151,12 +189,14 @@ def read_trials(exp_dir: Path) -> list[dict]:
         params = json.loads((result.parent / "params.json").read_text())
         batch = params.get("batch_size") or 8 * params["k"]
         last = rows[-1]
+        noise = [r.get("noise_scale") for r in rows]
         trials.append(
             {
                 "batch_size": int(batch),
                 "train_time_s": float(last["train_time_s"]),
                 "examples_seen": int(last["examples_seen"]),
                 "epochs": len(rows),
+                "noise_scale_epochs": sum(v is not None and v == v for v in noise),
             }
         )
     return trials
@@ -166,62 +206,70 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def cell(values: list[float], fmt: str) -> str:
+    """The median, and [min-max] when there is more than one value."""
+    text = format(med(values), fmt)
+    if len(values) > 1:
+        text += f" [{min(values):{fmt}}-{max(values):{fmt}}]"
+    return text
+
+
 def format_table(info: dict, rates: dict, sweeps: dict, slots: int) -> str:
     lines = [
         f"make bench: {info['what']}",
         f"device: {info['device']} | torch {torch.__version__} | {info['versions']}",
         f"n: {info['runs']} run(s) per trial rate, {info['sweep_runs']} run(s) per sweep; "
-        "median shown; ratio = project / tutorial-style",
+        "median [min-max]; ratio = project / tutorial-style (of the medians)",
         "",
-        f"{'':44s}{'tutorial-style':>15s}{'project':>12s}{'ratio':>9s}",
+        f"{'':44s}{'tutorial-style':>24s}{'project':>24s}{'ratio':>9s}",
     ]
 
-    def row(label: str, tut: float, proj: float, fmt: str = ",.0f", ratio: bool = True) -> None:
-        r = f"{proj / tut:8.2f}x" if ratio and tut > 0 else f"{'':9s}"
-        lines.append(f"{label:44s}{tut:>15{fmt}}{proj:>12{fmt}}{r}")
+    def row(label: str, tut: list, proj: list, fmt: str = ",.0f", ratio: bool = True) -> None:
+        r = f"{med(proj) / med(tut):8.2f}x" if ratio and med(tut) > 0 else f"{'':9s}"
+        lines.append(f"{label:44s}{cell(tut, fmt):>24s}{cell(proj, fmt):>24s}{r}")
 
     for b in TRIAL_BATCHES:
         if ("project", b) in rates:
             row(
                 f"trial samples/s, batch {b} ({info['rate_device']})",
-                med(rates[("tutorial", b)]),
-                med(rates[("project", b)]),
+                rates[("tutorial", b)],
+                rates[("project", b)],
             )
     if sweeps:
         t, p = sweeps["tutorial"], sweeps["project"]
         n_trials = len(t[0]["trials"])
         lines.append(f"sweep ({n_trials} trials, {slots} slots):")
         row(
-            "  wall time, whole command (s)",
-            med([s["wall"] for s in t]),
-            med([s["wall"] for s in p]),
-            ".1f",
+            "  wall time, whole command (s)", [s["wall"] for s in t], [s["wall"] for s in p], ".1f"
         )
-        row(
-            "  wall time, Tuner.fit (s)",
-            med([s["fit"] for s in t]),
-            med([s["fit"] for s in p]),
-            ".1f",
-        )
+        row("  wall time, Tuner.fit (s)", [s["fit"] for s in t], [s["fit"] for s in p], ".1f")
         row(
             "  sum of trial training times (s)",
-            med([s["trial_time"] for s in t]),
-            med([s["trial_time"] for s in p]),
+            [s["trial_time"] for s in t],
+            [s["trial_time"] for s in p],
             ".1f",
         )
         for label, key in (("command", "wall"), ("Tuner.fit", "fit")):
             row(
                 f"  overhead: {label} wall / (trial time / {slots})",
-                med([s[key] / (s["trial_time"] / slots) for s in t]),
-                med([s[key] / (s["trial_time"] / slots) for s in p]),
+                [s[key] / (s["trial_time"] / slots) for s in t],
+                [s[key] / (s["trial_time"] / slots) for s in p],
                 ".2f",
                 ratio=False,
             )
         row(
             "  in-sweep trial samples/s (median trial)",
-            med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in t]),
-            med([med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in p]),
+            [med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in t],
+            [med([x["examples_seen"] / x["train_time_s"] for x in s["trials"]]) for s in p],
         )
+        loads = [x for s in (*t, *p) for x in s.get("load", ())]
+        if loads:
+            lines.append(
+                f"load average (1 min) at the sweeps' starts and ends: {min(loads):.1f}-"
+                f"{max(loads):.1f} on {os.cpu_count()} cores"
+            )
+        if info.get("work"):
+            lines.append(info["work"])
     lines.append("targets (CPU): sweep wall ratio <= 0.5x; project overhead <= 1.25")
     return "\n".join(lines)
 
@@ -260,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if not a.keep:
                 shutil.rmtree(storage, ignore_errors=True)
+    work = check_equal_work(sweeps["tutorial"], sweeps["project"]) if sweeps else ""
     try:
         import ray
 
@@ -279,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "sweep_runs": sweep_runs if sweeps else 0,
         "rate_device": f"{device}, 1 thread" if device == "cpu" else device,
+        "work": work,
     }
     print()
     print(format_table(info, rates, sweeps, slots))

@@ -8,6 +8,7 @@ import copy
 import functools
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import bench, gpu_check, tutorial
+from sweep.config import load_config
+from sweep.space import grid_trials as grid
 from trainables import fast_step
 from trainables.contract import TrainConfig
 from trainables.models import get_model
@@ -215,6 +218,35 @@ def test_bench_reads_trial_times_from_result_folders_and_prints_one_table(tmp_pa
     assert "torch" in table and "median" in table
     assert "200" in table.split("batch 8")[1].splitlines()[0]  # the median of 100, 300, 200
     assert "3.33" in table  # overhead: 10 s wall / (6 s / 2 slots)
+
+
+def test_the_bench_sweeps_do_equal_work():
+    """The project's side of make bench runs the article grid with nothing the tutorial-style
+    grid does not do: no noise scale, no steps to a target (default.yaml turns both on)."""
+    cmd = bench.sweep_command("project", Path("/tmp/x"), "p", quick=False)
+    sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
+    cfg = load_config(cmd[cmd.index("--config") + 1], sets)
+    assert not cfg.measure_noise_scale and cfg.target is None
+    assert cfg.optuna.trials_per_batch_size == 0 and cfg.confirm.top_k == 0
+    ours = sorted((t["batch_size"], round(t["lr"], 9), t["warmup_epochs"]) for t in grid(cfg))
+    theirs = sorted(
+        (8 * k, round(0.001 * k, 9), float(w))
+        for k in tutorial.BATCH_MULTIPLES
+        for w in tutorial.WARMUPS
+    )
+    assert ours == theirs and cfg.epochs == 5  # the tutorial's default epochs
+
+
+def test_the_bench_refuses_to_compare_unequal_work():
+    trial = {"batch_size": 8, "epochs": 5, "examples_seen": 20000, "noise_scale_epochs": 0}
+    run = {"trials": [trial, {**trial, "batch_size": 16}]}
+    assert "equal work: 2 trials, 40,000 training examples" in bench.check_equal_work([run], [run])
+    fewer = {"trials": [trial]}
+    with pytest.raises(RuntimeError, match="unequal work"):
+        bench.check_equal_work([run], [fewer])
+    measured = {"trials": [{**t, "noise_scale_epochs": 5} for t in run["trials"]]}
+    with pytest.raises(RuntimeError, match="measured the noise scale in 10 epochs"):
+        bench.check_equal_work([run], [measured])
 
 
 def test_tutorial_dataset_decodes_each_image_through_pil():
