@@ -101,14 +101,46 @@ def writable_ancestor(path: Path) -> Path | None:
     return None if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK) else probe
 
 
+def probe_writable(folder: Path) -> None:
+    """Create `folder` (with its missing parents), write a file in it, then remove all that
+    again: raises the OSError of the first step that fails. Permission bits cannot tell
+    (root passes `os.access` everywhere, /proc refuses anyway); only trying can."""
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    created: list[Path] = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+        path = folder / f".sweep-write-probe-{os.getpid()}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe\n")
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+    finally:
+        for d in reversed(created):  # nothing stays behind, whatever comes next
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # something else wrote there meanwhile: keep it
+
+
 def check_writable(storage: Path) -> None:
-    """The storage folder must be creatable and writable (checked without writing)."""
-    probe = writable_ancestor(storage)
-    if probe is not None:
+    """The storage folder must be creatable and writable: tried (and undone) before Ray
+    starts, so that any OSError becomes one line instead of a traceback after Ray's start."""
+    try:
+        probe_writable(storage)
+    except OSError as err:
+        where = f" at '{err.filename}'" if err.filename else ""
         raise ConfigError(
-            f"storage path '{storage}' is not writable (at '{probe}'); pass "
+            f"storage path '{storage}' is not writable ({err.strerror}{where}); pass "
             "--storage (or STORAGE=) with a folder you can write"
-        )
+        ) from None
 
 
 def is_uri(storage: str | Path) -> bool:

@@ -177,6 +177,32 @@ def test_unwritable_storage_is_refused_before_ray_starts(tmp_path, capsys):
     assert "is not writable" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "storage, why",
+    [
+        ("/proc/not_writable", "No such file or directory"),  # os.access says yes to root
+        ("/dev/null/results", "Not a directory"),
+        ("{tmp}/" + "n" * 300, "File name too long"),
+    ],
+    ids=["/proc", "under a device", "300 characters"],
+)
+def test_storage_that_cannot_be_created_is_one_line_before_ray_starts(
+    storage, why, tmp_path, capsys
+):
+    storage = storage.format(tmp=tmp_path)
+    assert main(["--config", SMOKE, "--storage", storage]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: storage path '{storage}' is not writable ({why}")
+    assert len(err.splitlines()) == 1 and "--storage" in err
+
+
+def test_the_storage_probe_leaves_nothing_behind(tmp_path, capsys):
+    storage = tmp_path / "a" / "b"
+    assert main(["--config", SMOKE, "--storage", str(storage), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err  # refused after the probe ...
+    assert not (tmp_path / "a").exists()  # ... which created a/b, wrote, and removed both
+
+
 def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
     assert main(["--config", SMOKE, "--storage", str(tmp_path), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
