@@ -8,6 +8,8 @@
 - `bracket`: a study whose budget is spent while its best lr has no feasible trial on one side
   (typically just below the divergence edge) gets one more trial at the geometric midpoint of
   the gap: the analysis needs the optimum bracketed.
+- `max_extra_trials`: how many trials widening and bracketing can add to one study, at most
+  (the sweep announces "N planned + up to M more").
 """
 
 from __future__ import annotations
@@ -138,6 +140,18 @@ def widening(
     lo = st.log10_lo - (widen_decades if down else 0.0)
     hi = st.log10_hi + (widen_decades if up else 0.0)
     return Widening("upper" if up else "lower", 10**x, (lo, hi), max(1, st.budget // 2))
+
+
+def max_extra_trials(trials_per_study: int, max_widenings: int) -> int:
+    """The most trials one study can add to its budget: up to MAX_BRACKETS bracket its best lr
+    (`bracket`), and every widening adds half the budget it has then (`widening`); the most
+    comes when the brackets come first."""
+    if trials_per_study <= 0:
+        return 0
+    budget = trials_per_study + MAX_BRACKETS
+    for _ in range(max_widenings):
+        budget += max(1, budget // 2)
+    return budget - trials_per_study
 
 
 @dataclass(frozen=True)

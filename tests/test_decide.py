@@ -11,6 +11,7 @@ from sweep.decide import (
     StudyState,
     bracket,
     confirm_picks,
+    max_extra_trials,
     next_study,
     outcome,
     penalty,
@@ -133,3 +134,45 @@ def test_a_widened_study_keeps_its_batch_sizes_base_name():
     assert st.name == "lr-warmup-20260101-120000-B8"
     st.widenings = 2
     assert st.name == "lr-warmup-20260101-120000-B8-w2"
+
+
+def _grow(trials: int, widenings: int, brackets_first: bool) -> int:
+    """Trials added to one study by the real `bracket` and `widening` rules when every chance
+    is taken: a best lr with nothing feasible above it, then at the upper edge of the range."""
+    st = study(lo=-3.0, hi=1.0, budget=trials, asked=trials)
+    ran = [done(10 ** (-2.5 + 0.01 * i), 0.5) for i in range(trials - 1)]
+    ran.append(done(10 ** (st.log10_hi - 1.0), 0.1))  # the best, well inside the range
+
+    def bracket_all() -> None:
+        while (b := bracket(st, ran, maximize=False)) is not None:
+            st.brackets, st.budget, st.asked = st.brackets + 1, st.budget + 1, st.asked + 1
+            ran.append(done(b.lr, math.nan))  # diverged: still nothing feasible above the best
+
+    def widen_all() -> None:
+        while True:
+            ran.append(done(10 ** (st.log10_hi - 0.001), 0.05 - 0.01 * st.widenings))
+            ran.extend(done(10**-2.9, 0.9) for _ in range(st.budget))  # enough run to widen
+            w = widening(st, ran, widenings, 1.0, maximize=False)
+            if w is None:
+                return
+            st.widenings, st.budget, st.log10_hi = (
+                st.widenings + 1,
+                st.budget + w.extra,
+                w.log10_range[1],
+            )
+            st.asked = st.budget
+
+    for step in (bracket_all, widen_all) if brackets_first else (widen_all, bracket_all):
+        step()
+    assert st.widenings == widenings
+    assert st.brackets == MAX_BRACKETS or not brackets_first
+    return st.budget - trials
+
+
+@pytest.mark.parametrize("trials, widenings", [(8, 2), (5, 2), (1, 3), (12, 0), (30, 1)])
+def test_the_announced_bound_is_what_bracketing_and_widening_can_add_at_most(trials, widenings):
+    worst = _grow(trials, widenings, brackets_first=True)
+    assert max_extra_trials(trials, widenings) == worst
+    assert _grow(trials, widenings, brackets_first=False) <= worst
+    assert max_extra_trials(0, 2) == 0  # no Optuna phase, nothing to widen or bracket
+    assert max_extra_trials(8, 2) == 14  # default.yaml: 8 + 2 brackets -> 15 -> 22
