@@ -45,7 +45,13 @@ class ExperimentLock:
 
     def acquire(self) -> ExperimentLock:
         """Take the lock (the folder must exist); ConfigError when another run holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            raise ConfigError(
+                f"cannot write in '{self.path.parent}' (permission denied); run the sweep as "
+                "the user who owns it, or pass --storage (or --name) for a folder of your own"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -6,7 +6,8 @@ line:
     [sweep 15/98] grid 14/14 | optuna 1/56 | confirm 0/28 | optuna B=8 lr=0.000758 warmup=0
     seed=0: val_loss 0.3723 (9.1 s; 1.9 min elapsed)
 
-It tells the searcher where each trial's files are written (`trial_started`). At the first
+It tells the searcher where each trial's files are written (`trial_started`) and copies a
+trial's files into the experiment folder at each of its epoch checkpoints. At the first
 step of a run (a resumed one included) it hands the searcher the trials Ray
 actually has, so that a trial expected to continue from its checkpoint but missing from Ray runs
 again (`PhasedSearcher.adopt_ray_trials`). The callback holds the searcher itself; the runner
@@ -23,9 +24,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sweep import resume
 from sweep.decide import Done
 from sweep.search import PhasedSearcher
-from sweep.stopping import DiskFull
+from sweep.stopping import DiskFull, no_space_is_fatal
 
 
 def stop_if_disk_full(trial: Any) -> None:
@@ -70,6 +72,12 @@ class SweepProgress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.searcher.trial_started(trial.trial_id, trial.local_path, trial.path)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # the trial's rows so far into its folder: Ray restores a retried trial's result.json
+        # from there, which it would otherwise do from its last (older) snapshot
+        with no_space_is_fatal():
+            resume.copy_trial_files(trial.local_path, trial.path)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._report(trial)

@@ -5,13 +5,14 @@ with its `phase`) and `result.json` (one JSON line per epoch); a trial is finish
 row reached the config's `epochs` or diverged. Ray writes both in a staging folder on the
 driver and copies them, with every other trial's, into the experiment folder each time it
 snapshots its state (at most every ~10 s), rewriting each file in place: a kill or a full disk
-during that copy can truncate a finished trial's files. So the moment a trial finishes, before
-Optuna is told, the searcher copies its two files into its folder and writes `trial.json`
-there (its config and rows, atomically, once; Ray never touches it: `flush_trial`). A trial the
-journal knows finished has a `trial.json`, and a resume restores Ray's two files from it when
-they were cut short. The trial folders and the Optuna journal (`sweep.studies`) are all the
-searcher's state is rebuilt from (`sweep.search`), whatever phase the sweep was in and whenever
-it was killed.
+during that copy can truncate a finished trial's files. So the sweep copies a trial's two files
+itself, atomically, at each of its epoch checkpoints (`copy_trial_files`; Ray restores a
+retried trial's rows from this copy) and the moment it finishes, before Optuna is told, when it
+also writes `trial.json` there (its config and rows, once; Ray never touches it:
+`flush_trial`). A trial the journal knows finished has a `trial.json`, and a resume restores
+Ray's two files from it when they were cut short. The trial folders and the Optuna journal
+(`sweep.studies`) are all the searcher's state is rebuilt from (`sweep.search`), whatever phase
+the sweep was in and whenever it was killed.
 
 Ray's newest `experiment_state-*.json` is used for one thing only: which unfinished trials Ray
 can continue from their last epoch checkpoint (or start, if they never started). It is read here
@@ -284,20 +285,27 @@ def retire(exp_dir: Path, folder: str) -> Path | None:
     return target
 
 
-def flush_trial(staging: str | None, folder: str | None) -> None:
-    """A finished trial's files, now rather than at Ray's next snapshot: its config and rows
-    from Ray's staging folder into its folder in the experiment, and its record."""
+def copy_trial_files(staging: str | None, folder: str | None) -> tuple[dict, list] | None:
+    """A trial's config and rows from Ray's staging folder into its folder in the experiment,
+    now rather than at Ray's next snapshot; (config, rows), or None when there is none yet."""
     if not staging or not folder:
-        return
+        return None
     config = read_config(Path(staging, "params.json"))
     if config is None:
-        return
+        return None
     rows = read_rows(Path(staging, "result.json"))
     path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
     if path.resolve() != Path(staging).resolve():
+        path.mkdir(parents=True, exist_ok=True)
         write_ray_files(path, config, rows)
-    write_json(path / RECORD, {"config": config, "rows": rows})
+    return config, rows
+
+
+def flush_trial(staging: str | None, folder: str | None) -> None:
+    """A finished trial: its files copied (`copy_trial_files`) and its record written."""
+    got = copy_trial_files(staging, folder)
+    if got is not None:
+        write_json(Path(folder, RECORD), {"config": got[0], "rows": got[1]})  # type: ignore[arg-type]
 
 
 def write_ray_files(folder: Path, config: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -40,7 +40,7 @@ from sweep.decide import StudyState
 from sweep.progress import SweepProgress
 from sweep.search import PhasedSearcher, Plan, SweepSearch
 from sweep.stopping import RESUME_HINT, SweepStopped
-from sweep.storage import Options, check_writable
+from sweep.storage import Options, check_writable, journal_path
 from trainables.contract import maximize
 
 JOURNAL = "optuna-journal.log"
@@ -180,9 +180,10 @@ def read_run_file(exp_dir: Path, cfg: SweepConfig) -> dict[str, str]:
 
 
 def journal_of(exp_dir: Path, run: dict[str, str], options: Options) -> Path:
-    """--journal if given, else the run's journal (relative paths: in the experiment)."""
-    chosen = Path(options.journal).expanduser() if options.journal else Path(run["journal"])
-    return (chosen if chosen.is_absolute() else exp_dir / chosen).resolve()
+    """--journal if given, else the run's journal (a relative path: in the experiment)."""
+    recorded = Path(run["journal"])
+    default = recorded if recorded.is_absolute() else exp_dir / recorded
+    return Path(journal_path(options, default)).resolve()
 
 
 def write_run_file(exp_dir: Path, run_name: str, journal: Path) -> None:

@@ -405,6 +405,11 @@ class PhasedSearcher(Searcher):
             )
             for t in asked_trials(study):
                 self._reconcile_asked(st, study.study_name, t, by_id, by_key)
+        # an Optuna trial that ran is asked, whatever the journal still says (it can be lost)
+        ran = sum(
+            1 for r in records if r.phase == "optuna" and r.config["batch_size"] == st.batch_size
+        )
+        st.asked = max(st.asked, ran)
         self._tell_all_finished(st)
 
     def _reconcile_asked(

@@ -149,6 +149,30 @@ def test_a_kill_at_any_step_then_a_rebuilt_searcher_finishes_every_config_once(
         assert searched <= told, (current, searched - told)
 
 
+def test_a_lost_journal_is_rebuilt_from_the_trial_folders_without_running_more(tmp_path):
+    cfg = load_config(SMOKE, SWEEP)
+    first = Driver(PhasedSearcher(build_plan(cfg, tmp_path, run_name="s-1"), max_concurrent=2))
+    for _ in range(8):
+        first.step()
+    records = [
+        TrialRecord(t, DONE, first.configs[t], t, row(t, first.configs[t])) for t in first.finished
+    ]
+    (tmp_path / "optuna-journal.log").unlink()
+    plan = build_plan(cfg, tmp_path, run_name="s-1")
+    second = PhasedSearcher(plan, max_concurrent=2, history=History(records))
+    for b, st in plan.studies.items():
+        ran = [r for r in records if r.phase == "optuna" and r.config["batch_size"] == b]
+        assert st.asked >= len(ran)
+        told = {
+            t.user_attrs["trial_id"]
+            for t in journal_trials(tmp_path / "optuna-journal.log")[st.name]
+        }
+        assert {
+            r.trial_id for r in records if r.config["batch_size"] == b and r.phase != "confirm"
+        } <= told
+    assert second.state.done and not second.state.requeue
+
+
 def test_reconcile_trusts_the_folders_and_asks_ray_only_what_it_can_continue():
     cfg = {"epochs": 2, "phase": "grid", "batch_size": 8, "lr": 0.1, "warmup_epochs": 0, "seed": 0}
     done = TrialFolder("grid_a_x", cfg, [{"epoch": 1}, {"epoch": 2, "trial_id": "a"}])
