@@ -36,6 +36,7 @@ from trainables.user_code import ImportPathError, check_syntax, is_import_path
 
 SAMPLERS = ("tpe", "gp", "qmc")  # sweep.studies.make_sampler
 METRICS = ("val_loss", "val_acc")  # what the Optuna studies and the confirmation rank by
+LOGGERS = ("mlflow", "wandb")  # opt-in experiment trackers (sweep.trackers)
 MAX_CONFIG_BYTES = 1 << 20  # a sweep config is a page of YAML
 MAX_CONFIG_VALUES = 10_000  # values in a config once YAML aliases are expanded
 MAX_INT = 2**53  # integers beyond this are typos (and lose precision as JSON numbers)
@@ -196,6 +197,7 @@ class SweepConfig(Recipe):
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    loggers: list[str] = field(default_factory=list)  # trackers besides TensorBoard: LOGGERS
 
     @property
     def resolved_data_dir(self) -> str:
@@ -508,6 +510,9 @@ def validate(cfg: SweepConfig) -> None:
     _need(r.max_concurrent_trials >= 0, "resources.max_concurrent_trials must be >= 0")
     if cfg.target is not None:
         _validate_target(cfg.target)
+    for name in cfg.loggers:
+        _choice("loggers entry", name, LOGGERS)
+    _need(len(set(cfg.loggers)) == len(cfg.loggers), f"loggers has duplicates: {cfg.loggers}")
 
 
 def _check_lr_range(cfg: SweepConfig) -> None:

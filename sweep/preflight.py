@@ -3,6 +3,7 @@ own code (`model`, `dataset`, `trainable` import paths) imports and works.
 
 `check(cfg)` raises `ConfigError` (one line with the fix; the CLI exits with code 2):
 
+- an experiment tracker in `loggers` whose package is not installed (`sweep.trackers`);
 - a registered data set that would need a download;
 - an import path whose module, attribute or callable is missing (`trainables.user_code`);
 - a data set function that fails or returns something the loop cannot train on, or fewer
@@ -35,6 +36,9 @@ MAX_SHIPPED_MIB = 100  # Ray uploads py_modules through its GCS (a gRPC message:
 
 def check(cfg: SweepConfig) -> None:
     """Raise ConfigError naming the first problem; import and call the user's code once."""
+    from sweep.trackers import check_installed
+
+    check_installed(cfg)  # `loggers: [mlflow]` without mlflow installed
     try:
         _check(cfg)
     except ImportPathError as err:

@@ -34,9 +34,9 @@ from typing import Any
 
 import optuna
 
-from sweep import cluster, failures, owner, preflight, resume, space, stopping, studies
+from sweep import cluster, failures, owner, preflight, resume, space, stopping, studies, trackers
 from sweep.config import ConfigError, SweepConfig
-from sweep.decide import StudyState
+from sweep.decide import StudyState, max_extra_trials
 from sweep.progress import SweepProgress
 from sweep.search import PhasedSearcher, Plan, SweepSearch
 from sweep.stopping import RESUME_HINT, SweepStopped
@@ -97,6 +97,20 @@ def planned_counts(cfg: SweepConfig) -> dict[str, int]:
     }
 
 
+def planned_text(cfg: SweepConfig) -> str:
+    """'98 trials planned (14 grid, 56 optuna, 28 confirm) + up to 98 more (widening,
+    bracketing)': the plan, and the most that the Optuna studies can add to it."""
+    counts = planned_counts(cfg)
+    more = len(cfg.batch_sizes) * max_extra_trials(
+        cfg.optuna.trials_per_batch_size, cfg.optuna.max_widenings
+    )
+    return (
+        f"{sum(counts.values())} trials planned ({counts['grid']} grid, {counts['optuna']} "
+        f"optuna, {counts['confirm']} confirm)"
+        + (f" + up to {more} more (widening, bracketing)" if more else "")
+    )
+
+
 def concurrent_slots(cfg: SweepConfig, cpus: float, gpus: float) -> int:
     if cfg.resources.max_concurrent_trials:
         return cfg.resources.max_concurrent_trials
@@ -127,6 +141,14 @@ def move_aside(exp_dir: Path) -> Path:
     return target
 
 
+NOT_COMPARED = ("loggers",)  # where the curves also go: a resume may add or drop a tracker
+
+
+def comparable(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A saved or current config without the keys that do not change what trials compute."""
+    return None if config is None else {k: v for k, v in config.items() if k not in NOT_COMPARED}
+
+
 def decide_start(cfg: SweepConfig, exp_dir: Path, mode: str) -> str:
     """'new', 'fresh' (move the old folder aside first) or 'resume', by `mode` (auto | resume
     | fresh); ConfigError when the folder cannot be used as asked. Reads, never writes."""
@@ -146,7 +168,7 @@ def decide_start(cfg: SweepConfig, exp_dir: Path, mode: str) -> str:
             "--storage for another folder, or --fresh to move this one aside"
         )
     previous = saved_config(exp_dir)
-    if previous != json.loads(json.dumps(asdict(cfg))):
+    if comparable(previous) != comparable(json.loads(json.dumps(asdict(cfg)))):
         raise ConfigError(
             f"'{exp_dir}' holds a sweep '{cfg.name}' with a different config; "
             "pass --fresh to start over (the old one is moved aside) or --name "
@@ -253,7 +275,7 @@ def run_tune(
         return tune.run(
             experiment,
             search_alg=search,
-            callbacks=[SweepProgress(searcher)],
+            callbacks=[SweepProgress(searcher), *trackers.callbacks(cfg, exp_dir)],
             reuse_actors=True,
             verbose=0,
             raise_on_failed_trial=False,
@@ -337,11 +359,9 @@ def run_sweep(
         print(repaired, flush=True)
     plan = build_plan(cfg, exp_dir, space.code_version(), run["studies"])
     plan.journal_path = str(journal)
-    counts = planned_counts(cfg)
     print(
-        f"[sweep] '{cfg.name}': {sum(counts.values())} trials planned ({counts['grid']} grid, "
-        f"{counts['optuna']} optuna, {counts['confirm']} confirm) on {cpus:g} CPUs, "
-        f"{gpus:g} GPUs, {slots} at a time; results in {exp_dir}",
+        f"[sweep] '{cfg.name}': {planned_text(cfg)} on {cpus:g} CPUs, {gpus:g} GPUs, "
+        f"{slots} at a time; results in {exp_dir}",
         flush=True,
     )
     t0 = time.time()
@@ -444,5 +464,8 @@ def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
             f"of each batch size x {c.seeds} new seeds"
         )
     total = sum(counts.values())
-    lines.append(f"total: {total} trials, about {math.ceil(total / slots)} rounds of {slots}")
+    lines.append(
+        f"total: {planned_text(cfg)}; about {math.ceil(total / slots)} rounds of {slots} for "
+        "the planned ones"
+    )
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Config loading, overrides, dry run, and bad input: exit 2, one line, nothing written."""
 
 import importlib.metadata
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +47,8 @@ def test_dry_run_lists_every_grid_trial_with_resources_and_what_follows(capsys):
     last = rows[-1].split()
     assert last[2:5] == ["56", "0.007", "1"]
     assert "56 Optuna trials" in out and "28 confirmation trials" in out
+    # per study: 8 + 2 brackets -> 15 -> 22 after two widenings: 14 more, x 7 batch sizes
+    assert "total: 98 trials planned (14 grid, 56 optuna, 28 confirm) + up to 98 more " in out
 
 
 BAD_INPUTS = [
@@ -74,6 +78,9 @@ BAD_INPUTS = [
     (["--set", "epochs=" + "9" * 30], "epochs: a number of 30 digits is too large"),
     (["--set", "epochs=" + "9" * 5000], "a number too long"),
     (["--set", "grid={base_lr: 0.1, base_lr: 0.2}"], "repeats the key 'base_lr'"),
+    (["--set", "resources.cpu_per_trial=100"], "cpu_per_trial=100, but the largest node of"),
+    (["--set", "loggers=[neptune]"], "unknown loggers entry 'neptune'; choose from mlflow"),
+    (["--set", "loggers=[mlflow, mlflow]"], "loggers has duplicates"),
     (
         ["--set", "dataset=fashion_mnist", "--set", "data_dir=/nonexistent-data"],
         "python -m trainables.data fetch fashion_mnist",
@@ -156,6 +163,32 @@ def test_a_trial_larger_than_any_node_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"gpu_per_trial=1, but .* 0 GPUs"):
         check_fits(cfg, two_cpus, "the cluster")
     check_fits(load_config(SMOKE, ["resources.cpu_per_trial=2"]), two_cpus, "the cluster")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb installed")
+def test_a_tracker_whose_package_is_missing_is_refused_before_ray_starts(tmp_path, capsys):
+    argv = ["--config", SMOKE, "--storage", str(tmp_path / "r"), "--set", "loggers=[wandb]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: loggers: 'wandb' needs the wandb package, which is not installed; "
+        "pip install 'lr-batch-sweep[wandb]' (or remove wandb from loggers)"
+    )
+
+
+def test_adding_a_tracker_does_not_make_a_sweep_a_different_one(tmp_path):
+    """A sweep started without `loggers` (or before the key existed) resumes with one."""
+    from dataclasses import asdict
+
+    from sweep.runner import CONFIG_FILE, decide_start
+
+    exp = tmp_path / "smoke"
+    exp.mkdir()
+    saved = {k: v for k, v in asdict(load_config(SMOKE)).items() if k != "loggers"}
+    (exp / CONFIG_FILE).write_text(json.dumps(saved))
+    assert decide_start(load_config(SMOKE, ["loggers=[mlflow]"]), exp, "auto") == "resume"
+    with pytest.raises(ConfigError, match="different config"):
+        decide_start(load_config(SMOKE, ["epochs=3"]), exp, "auto")
 
 
 def test_yaml_that_does_not_parse_names_the_line(tmp_path, capsys):

@@ -1,15 +1,18 @@
 """End to end on a real local Ray: `python -m sweep` -> trial folders -> TensorBoard -> report."""
 
 import json
+import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_sweep
+from conftest import ROOT, free_port, run_sweep
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from trainables.contract import METRIC_KEYS, PARAM_KEYS, PROVENANCE_KEYS
 
@@ -18,8 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory) -> tuple[Path, str]:
+    """The smoke sweep, logging to MLflow too (its default store: mlruns/ in the results)."""
     storage = tmp_path_factory.mktemp("results")
-    return storage / "smoke", run_sweep(storage).stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return storage / "smoke", run_sweep(storage, "--set", "loggers=[mlflow]", env=env).stdout
 
 
 def trial_dirs(exp: Path) -> list[Path]:
@@ -58,33 +63,65 @@ def test_tensorboard_event_files_hold_every_trials_curves_against_examples_seen(
     for trial in trial_dirs(exp):
         acc = EventAccumulator(str(trial))
         acc.Reload()
-        tags = acc.Tags()["scalars"]
-        for tag in (
-            "ray/tune/train_loss",
-            "ray/tune/val_loss",
-            "ray/tune/val_acc",
-            "ray/tune/lr_now",
-        ):
-            assert tag in tags
-        steps = [e.step for e in acc.Scalars("ray/tune/val_loss")]
-        result = (trial / "result.json").read_text().splitlines()
-        assert steps == [json.loads(r)["examples_seen"] for r in result]
-        assert "hparams" in acc._plugin_to_tag_to_content  # HParams view
+        tags = sorted(acc.Tags()["scalars"])
+        # the curves under clear tags, first in TensorBoard's (alphabetical) order
+        assert tags[:4] == ["acc/val", "loss/train", "loss/val", "lr"], tags
+        assert all(t.startswith("ray/tune/") for t in tags[4:])
+        assert {"ray/tune/epoch", "ray/tune/diverged"} <= set(tags)
+        assert "ray/tune/val_loss" not in tags  # not twice
+        steps = [e.step for e in acc.Scalars("loss/val")]
+        result = [json.loads(r) for r in (trial / "result.json").read_text().splitlines()]
+        assert steps == [r["examples_seen"] for r in result]
+        assert [e.value for e in acc.Scalars("lr")] == pytest.approx([r["lr_now"] for r in result])
+        hparams = {
+            tag: HParamsPluginData.FromString(content)
+            for tag, content in acc._plugin_to_tag_to_content["hparams"].items()
+        }
+        start = hparams["_hparams_/session_start_info"].session_start_info
+        assert set(start.hparams) == {
+            "batch_size",
+            "lr",
+            "warmup_epochs",
+            "seed",
+            "phase",
+            "optimizer",
+        }
+        params = json.loads((trial / "params.json").read_text())
+        assert start.hparams["batch_size"].number_value == params["batch_size"]
+        assert start.hparams["phase"].string_value == "grid"
+        metrics = {m.name.tag for m in hparams["_hparams_/experiment"].experiment.metric_infos}
+        assert {"loss/val", "loss/train", "acc/val", "ray/tune/diverged"} <= metrics
+
+
+def test_mlflow_holds_one_run_per_trial_with_its_params_and_curves(smoke_sweep, monkeypatch):
+    exp, _ = smoke_sweep
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's file store, opted in
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(exp / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    trials = {t.name: json.loads((t / "params.json").read_text()) for t in trial_dirs(exp)}
+    assert sorted(r.info.run_name for r in runs) == sorted(trials)
+    for run in runs:
+        params = trials[run.info.run_name]
+        assert run.info.status == "FINISHED"
+        assert float(run.data.params["lr"]) == pytest.approx(params["lr"])
+        assert run.data.params["batch_size"] == str(params["batch_size"])
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        result = [json.loads(r) for r in (exp / run.info.run_name / "result.json").open()]
+        assert [m.step for m in history] == [r["examples_seen"] for r in result]
+        assert [m.value for m in history] == pytest.approx([r["val_loss"] for r in result])
 
 
 def test_tensorboard_server_serves_every_trial(smoke_sweep):
     exp, _ = smoke_sweep
     port = free_port()
-    tb = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "tensorboard"),
-            "--logdir",
-            str(exp),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+    tb = subprocess.Popen(  # as make tensorboard runs it
+        [sys.executable, "-m", "sweep.serve", "tensorboard", "--logdir", str(exp)]
+        + ["--port", str(port)],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -101,7 +138,15 @@ def test_tensorboard_server_serves_every_trial(smoke_sweep):
             time.sleep(1)
         names = {t.name for t in trial_dirs(exp)}
         assert names <= set(runs), f"missing runs: {names - set(runs)}"
-        assert all("ray/tune/val_loss" in runs[n] for n in names)
+        assert all("loss/val" in runs[n] for n in names)
+        # DNS rebinding: a page whose own name resolves to 127.0.0.1 is refused
+        for host, status in ((f"127.0.0.1:{port}", 200), (f"rebound.example:{port}", 403)):
+            req = urllib.request.Request(url, headers={"Host": host})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    assert resp.status == status
+            except urllib.error.HTTPError as err:
+                assert err.code == status == 403
     finally:
         tb.terminate()
         tb.wait(timeout=30)
