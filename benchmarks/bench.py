@@ -243,6 +243,9 @@ def format_table(info: dict, rates: dict, sweeps: dict, slots: int) -> str:
             "  wall time, whole command (s)", [s["wall"] for s in t], [s["wall"] for s in p], ".1f"
         )
         row("  wall time, Tuner.fit (s)", [s["fit"] for s in t], [s["fit"] for s in p], ".1f")
+        if len(t) > 1:  # each project sweep ran right after its tutorial-style one
+            pairs = ", ".join(f"{b['wall'] / a['wall']:.2f}" for a, b in zip(t, p, strict=True))
+            lines.append(f"  wall time ratio, run by run: {pairs}")
         row(
             "  sum of trial training times (s)",
             [s["trial_time"] for s in t],
