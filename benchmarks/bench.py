@@ -19,7 +19,7 @@ With n > 1 every cell shows the median and [min-max]. The 1-minute load average 
 the start and end of every sweep and printed: the machine may be shared, so read the ratios,
 which are measured side by side, rather than the absolute times. No number here is asserted.
 
-    python -m benchmarks.bench [--runs 3] [--sweep-runs 1] [--quick] [--skip-sweep] [--keep DIR]
+    python -m benchmarks.bench [--runs 3] [--sweep-runs 3] [--quick] [--skip-sweep] [--keep DIR]
 `--quick` is a smoke run (small data, 4-trial grids, one run): about a minute on 2 cores.
 """
 
@@ -280,7 +280,9 @@ def format_table(info: dict, rates: dict, sweeps: dict, slots: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3, help="runs per trial rate (median shown)")
-    p.add_argument("--sweep-runs", type=int, default=1, help="runs of each sweep")
+    p.add_argument(
+        "--sweep-runs", type=int, default=3, help="runs of each sweep (median and spread)"
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: small data, 4-trial grids")
     p.add_argument("--skip-sweep", action="store_true", help="per-trial rates only")
     p.add_argument("--keep", default=None, help="keep the sweeps' results in this folder")

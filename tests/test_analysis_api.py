@@ -65,3 +65,16 @@ def test_an_unknown_name_is_an_attribute_error():
     from analysis import load  # submodules still import as before
 
     assert load.load_results is analysis.load_results
+
+
+def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The notebook snippet of README.md ("The results as data"), pasted into a notebook
+    whose working folder holds results/default."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```python\n")[1:]
+    (snippet,) = [b.split("```")[0] for b in blocks if "from analysis import load_results" in b]
+    write_results(tmp_path / "results", Law("linear", lr0=0.01), SPEC, name="default")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})  # our own documentation, as pasted
+    verdict = capsys.readouterr().out.split()[0]
+    assert verdict in ("linear", "sqrt", "neither", "inconclusive")
