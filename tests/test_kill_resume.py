@@ -62,14 +62,33 @@ def wait_for(proc: subprocess.Popen, log: Path, text: str, timeout_s: float = 24
     raise AssertionError(f"'{text}' never appeared:\n{log.read_text()[-3000:]}")
 
 
+def midway(exp: Path) -> bool:
+    """A trial has finished an epoch (its checkpoint is in Ray's hands) but not its last."""
+    try:
+        trials = trial_rows(exp)
+    except (OSError, ValueError):  # a file being written right now
+        return False
+    return any(
+        rows and rows[-1]["epoch"] < config["epochs"] and not rows[-1]["diverged"]
+        for config, rows in trials.values()
+    )
+
+
 def stop_in_phase(
-    cmd: list[str], log: Path, phase: str, sig: int, umask: int | None = None, after_s: float = 0
+    cmd: list[str],
+    log: Path,
+    phase: str,
+    sig: int,
+    umask: int | None = None,
+    midway_in: Path | None = None,
 ) -> str:
-    """Run the command until a trial of `phase` finishes (and `after_s` more), then signal the
-    whole group."""
+    """Run the command until a trial of `phase` finishes (and, with `midway_in`, until a trial
+    of that experiment is between two epochs), then signal the whole group."""
     proc = start(cmd, log, umask)
     wait_for(proc, log, f"| {phase} B=")
-    time.sleep(after_s)
+    deadline = time.time() + 60
+    while midway_in is not None and not midway(midway_in) and time.time() < deadline:
+        time.sleep(0.05)
     os.killpg(proc.pid, sig)
     code = proc.wait(timeout=120)
     out = log.read_text()
@@ -213,9 +232,8 @@ def test_kills_in_every_phase_with_three_epochs_a_torn_journal_a_truncated_state
     cmd = sweep_cmd(tmp_path, "--no-report", *SMALL, *sets("epochs=3"), config=QUADRATIC)
     exp = tmp_path / "quadratic"
 
-    # the B=16 grid trial finished; the slower B=4 one is into its epochs: Ray's last snapshot
-    # holds its checkpoint
-    stop_in_phase(cmd, tmp_path / "1.log", "grid", signal.SIGTERM, after_s=1.0)
+    # stopped while a trial is between epochs: Ray's last snapshot holds its checkpoint
+    stop_in_phase(cmd, tmp_path / "1.log", "grid", signal.SIGTERM, midway_in=exp)
     out2 = stop_in_phase(cmd, tmp_path / "2.log", "optuna", signal.SIGKILL)
     out3 = stop_in_phase(cmd, tmp_path / "3.log", "confirm", signal.SIGTERM)
     continued = [n for n in re.findall(r"(\d+) continue from their last", out2 + out3) if n != "0"]
