@@ -93,14 +93,14 @@ class Studies:
 
     def distributions(self, st: StudyState) -> dict[str, Any]:
         return {
-            LR: optuna.distributions.FloatDistribution(10**st.log10_lo, 10**st.log10_hi, log=True),
+            LR: optuna.distributions.FloatDistribution(*lr_bounds(st), log=True),
             WARMUP: optuna.distributions.CategoricalDistribution(self.warmup_choices),
         }
 
     def ask(self, st: StudyState, trial_id: str) -> tuple[int, float, float]:
         """A new Optuna trial of `st`'s study for Ray's trial `trial_id`: (number, lr, warmup)."""
         trial = self.study(st).ask()
-        lr = trial.suggest_float(LR, 10**st.log10_lo, 10**st.log10_hi, log=True)
+        lr = trial.suggest_float(LR, *lr_bounds(st), log=True)
         warmup = trial.suggest_categorical(WARMUP, self.warmup_choices)
         trial.set_user_attr("trial_id", trial_id)
         trial.set_user_attr("phase", "optuna")
@@ -158,7 +158,16 @@ class Studies:
             m = pattern.match(name)
             if m:
                 found.append((int(m.group(2) or 0), name))
-        return [self.by_name(name, st) for _, name in sorted(found)]
+        # read only: opening one here would cache it without the sweep's sampler
+        return [
+            optuna.load_study(study_name=name, storage=self.storage) for _, name in sorted(found)
+        ]
+
+
+def lr_bounds(st: StudyState) -> tuple[float, float]:
+    """The study's lr range, a hair wider than 10**log10 gives back: a grid lr at its edge
+    (0.025 -> 10**log10(0.025) = 0.025000000000000005) must fit in it."""
+    return 10**st.log10_lo * (1 - 1e-9), 10**st.log10_hi * (1 + 1e-9)
 
 
 def told_ids(study: optuna.Study) -> set[str]:

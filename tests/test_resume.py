@@ -173,6 +173,21 @@ def test_a_lost_journal_is_rebuilt_from_the_trial_folders_without_running_more(t
     assert second.state.done and not second.state.requeue
 
 
+def test_a_widened_study_reopened_after_a_restart_keeps_the_configured_sampler(tmp_path):
+    cfg = load_config(SMOKE, [*SWEEP, "optuna.sampler=qmc", "grid.base_lr=0.005"])
+    first = Driver(PhasedSearcher(build_plan(cfg, tmp_path, run_name="s-1"), max_concurrent=2))
+    while first.step() and not any("widened" in n for n in first.searcher.state.notes):
+        pass
+    records = [
+        TrialRecord(t, DONE, first.configs[t], t, row(t, first.configs[t])) for t in first.finished
+    ]
+    second = PhasedSearcher(build_plan(cfg, tmp_path, run_name="s-1"), 2, History(records))
+    widened = [st for st in second.plan.studies.values() if st.widenings]
+    assert widened
+    for st in widened:
+        assert isinstance(second.studies.study(st).sampler, optuna.samplers.QMCSampler), st.name
+
+
 def test_reconcile_trusts_the_folders_and_asks_ray_only_what_it_can_continue():
     cfg = {"epochs": 2, "phase": "grid", "batch_size": 8, "lr": 0.1, "warmup_epochs": 0, "seed": 0}
     done = TrialFolder("grid_a_x", cfg, [{"epoch": 1}, {"epoch": 2, "trial_id": "a"}])
