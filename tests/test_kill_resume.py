@@ -15,6 +15,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,7 +41,7 @@ SMALL = sets(
 )
 
 
-def start(cmd: list[str], log: Path, umask: int | None = None) -> subprocess.Popen:
+def start(cmd: list[str], log: Path, umask: int = -1) -> subprocess.Popen:
     # a session of its own: the driver and the Ray it starts form one process group
     return subprocess.Popen(
         cmd,
@@ -48,7 +49,7 @@ def start(cmd: list[str], log: Path, umask: int | None = None) -> subprocess.Pop
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+        umask=umask,  # -1: the test's own
     )
 
 
@@ -79,7 +80,7 @@ def stop_in_phase(
     log: Path,
     phase: str,
     sig: int,
-    umask: int | None = None,
+    umask: int = -1,
     midway_in: Path | None = None,
 ) -> str:
     """Run the command until a trial of `phase` finishes (and, with `midway_in`, until a trial
@@ -98,7 +99,7 @@ def stop_in_phase(
     return out
 
 
-def finish(cmd: list[str], log: Path, umask: int | None = None) -> str:
+def finish(cmd: list[str], log: Path, umask: int = -1) -> str:
     proc = start(cmd, log, umask)
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     return log.read_text()
@@ -177,7 +178,31 @@ class Planted:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_kills_in_every_phase_with_one_epoch_a_moved_folder_planted_pickles_umask_077(tmp_path):
+def test_kills_in_every_phase_with_one_and_with_three_epochs(tmp_path):
+    """The two chains below, side by side: each mostly waits for Python and Ray to start, so
+    together they take little longer than the longer one."""
+    errors: dict[str, BaseException] = {}
+
+    def run(chain) -> None:
+        try:
+            chain(tmp_path / chain.__name__)
+        except BaseException as err:  # noqa: BLE001 - reported below, with the chain's name
+            errors[chain.__name__] = err
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in (one_epoch, three_epochs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, err in errors.items():
+        raise AssertionError(f"{name}: {err}") from err
+
+
+def one_epoch(tmp_path: Path) -> None:
+    """One epoch per trial: SIGKILL in the grid phase, SIGTERM in the Optuna phase (a second
+    run meanwhile is refused), the folder moved and pickles planted, SIGKILL in the confirmation
+    phase, then the same command; all of it under umask 077."""
+    tmp_path.mkdir()
     before, after = tmp_path / "before", tmp_path / "after"
     cmd = sweep_cmd(before, "--no-report", *SMALL, config=QUADRATIC)
     exp = before / "quadratic"
@@ -228,7 +253,11 @@ def test_kills_in_every_phase_with_one_epoch_a_moved_folder_planted_pickles_umas
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
 
 
-def test_kills_in_every_phase_with_three_epochs_a_torn_journal_a_truncated_state(tmp_path):
+def three_epochs(tmp_path: Path) -> None:
+    """Three epochs per trial: SIGTERM in the grid phase (Ray continues a trial from its
+    checkpoint), SIGKILL in the Optuna phase, SIGTERM in the confirmation phase, then a torn
+    journal line and a truncated Ray state, then the same command."""
+    tmp_path.mkdir()
     cmd = sweep_cmd(tmp_path, "--no-report", *SMALL, *sets("epochs=3"), config=QUADRATIC)
     exp = tmp_path / "quadratic"
 
