@@ -251,14 +251,16 @@ def mark_finished_in_ray_state(path: Path, trial_ids: list[str]) -> None:
     write_atomically(path, json.dumps(state))
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write a whole file or leave the old one (a kill or a full disk never cuts it short)."""
+def write_atomically(path: Path, text: str, durable: bool = True) -> None:
+    """Write a whole file or leave the old one (a kill or a full disk never cuts it short);
+    `durable`: on the disk before this returns (fsync)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from err
@@ -285,7 +287,9 @@ def retire(exp_dir: Path, folder: str) -> Path | None:
     return target
 
 
-def copy_trial_files(staging: str | None, folder: str | None) -> tuple[dict, list] | None:
+def copy_trial_files(
+    staging: str | None, folder: str | None, durable: bool = False
+) -> tuple[dict, list] | None:
     """A trial's config and rows from Ray's staging folder into its folder in the experiment,
     now rather than at Ray's next snapshot; (config, rows), or None when there is none yet."""
     if not staging or not folder:
@@ -297,24 +301,28 @@ def copy_trial_files(staging: str | None, folder: str | None) -> tuple[dict, lis
     path = Path(folder)
     if path.resolve() != Path(staging).resolve():
         path.mkdir(parents=True, exist_ok=True)
-        write_ray_files(path, config, rows)
+        write_ray_files(path, config, rows, durable)
     return config, rows
 
 
 def flush_trial(staging: str | None, folder: str | None) -> None:
     """A finished trial: its files copied (`copy_trial_files`) and its record written."""
-    got = copy_trial_files(staging, folder)
+    got = copy_trial_files(staging, folder, durable=True)
     if got is not None:
         write_json(Path(folder, RECORD), {"config": got[0], "rows": got[1]})  # type: ignore[arg-type]
 
 
-def write_ray_files(folder: Path, config: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    write_json(folder / "params.json", config, indent=2)
-    write_atomically(folder / "result.json", "".join(json.dumps(r) + "\n" for r in rows))
+def write_ray_files(
+    folder: Path, config: dict[str, Any], rows: list[dict[str, Any]], durable: bool = True
+) -> None:
+    write_json(folder / "params.json", config, indent=2, durable=durable)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    write_atomically(folder / "result.json", text, durable)
 
 
-def write_json(path: Path, data: Any, indent: int | None = None) -> None:
-    write_atomically(path, json.dumps(data, indent=indent, sort_keys=indent is not None))
+def write_json(path: Path, data: Any, indent: int | None = None, durable: bool = True) -> None:
+    text = json.dumps(data, indent=indent, sort_keys=indent is not None)
+    write_atomically(path, text, durable)
 
 
 def orphans(exp_dir: Path, known: set[str]) -> list[str]:
