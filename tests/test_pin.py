@@ -4,8 +4,11 @@ same final metrics) for the same `--seed`, and the same fit.json on them.
 The sweep: the smoke config with an Optuna phase and a confirmation phase, one trial at a time
 (with more slots the order in which trials finish, and so what Optuna has seen when it is
 asked, depends on timing). Floats are compared to a relative 1e-6 (trials) and 1e-3 (fit.json,
-whose bootstrap and fits amplify the last bits of the metrics that another CPU may round
-differently).
+whose fits amplify the last bits of the metrics that another CPU may round differently). The
+endpoints of calibrated intervals (keys ending in `_ci`) get a relative 5e-2: each is the
+profile likelihood cut at a threshold simulated from a couple of hundred refits, and a refit that
+settles a hair differently on another CPU moves it by a few percent (seen: 2.3% between this
+machine and CI), which is far inside the interval's own width.
 
 When a change is meant to alter what is pinned, regenerate the golden files and review their
 diff before committing it:
@@ -39,6 +42,7 @@ PIN_SWEEP = [
         "resources.max_concurrent_trials=1",
     ),
 ]
+CI_REL = 5e-2  # interval endpoints (module docstring)
 MACHINE_KEYS = {"data_dir", "code_version"}  # differ between checkouts, not between runs
 SORT_KEYS = ("batch_size", "lr", "warmup_epochs", "seed")
 UPDATE = os.environ.get("UPDATE_GOLDEN", "")
@@ -79,7 +83,8 @@ def assert_same(actual: Any, expected: Any, rel: float, where: str = "") -> None
             f"{where}: keys {sorted(set(actual) ^ set(expected))} differ"
         )
         for key in expected:
-            assert_same(actual[key], expected[key], rel, f"{where}.{key}")
+            key_rel = max(rel, CI_REL) if key.endswith("_ci") else rel
+            assert_same(actual[key], expected[key], key_rel, f"{where}.{key}")
     elif isinstance(expected, list):
         assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: length"
         for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
