@@ -32,7 +32,7 @@ bench: .venv/.installed  ## samples/s and sweep wall time against a tutorial-sty
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.bench_analysis
 
-COMPARE_SET ?= --set optuna.trials_per_batch_size=5 --set confirm.top_k=1 --set confirm.seeds=2
+COMPARE_SET ?= --set design=fixed --set optuna.trials_per_batch_size=5 --set confirm.top_k=1 --set confirm.seeds=2
 compare: .venv/.installed  ## SGD and Adam on the same data and model, one report (~12 min, 2 cores)
 	$(PY) -m sweep --config sweep/configs/default.yaml --name compare-sgd --storage $(STORAGE) --no-report $(COMPARE_SET) $(ARGS)
 	$(PY) -m sweep --config sweep/configs/adam.yaml --name compare-adam --storage $(STORAGE) --no-report $(COMPARE_SET) $(ARGS)

@@ -95,6 +95,8 @@ def sweep_command(style: str, storage: Path, name: str, quick: bool) -> list[str
             "--config",
             "sweep/configs/default.yaml",
             "--set",
+            "design=fixed",  # the grid alone: what the tutorial-style sweep runs
+            "--set",
             "optuna.trials_per_batch_size=0",
             "--set",
             "confirm.top_k=0",

@@ -36,6 +36,7 @@ from trainables.user_code import ImportPathError, check_syntax, is_import_path
 
 SAMPLERS = ("tpe", "gp", "qmc")  # sweep.studies.make_sampler
 METRICS = ("val_loss", "val_acc")  # what the Optuna studies and the confirmation rank by
+DESIGNS = ("fixed", "adaptive")  # sweep.search: a budget per batch size | sweep.design's loop
 LOGGERS = ("mlflow", "wandb")  # opt-in experiment trackers (sweep.trackers)
 MAX_CONFIG_BYTES = 1 << 20  # a sweep config is a page of YAML
 MAX_CONFIG_VALUES = 10_000  # values in a config once YAML aliases are expanded
@@ -154,6 +155,24 @@ class OptunaConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """What an adaptive sweep may spend before it stops undecided (either limit ends it)."""
+
+    trials: int | None = None  # adaptive trials (the grid's and the measurements' not counted)
+    minutes: float | None = None  # wall-clock minutes of one run of the sweep
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """The design loop (`design: adaptive`, sweep.design): where its trials may go."""
+
+    batch_sizes: list[int] = field(default_factory=list)  # empty: the sweep's batch_sizes
+    batch_sizes_max: int | None = None  # undecided with every batch size located: double the
+    # largest one, up to this (null: never add a batch size)
+    replicates: int = 100  # simulated sweeps that calibrate the stopping check
+
+
+@dataclass(frozen=True)
 class ConfirmConfig:
     top_k: int = 0  # best lrs per batch size re-run ...
     seeds: int = 0  # ... with this many new seeds each
@@ -196,6 +215,9 @@ class SweepConfig(Recipe):
     grid: GridConfig = field(default_factory=GridConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
+    design: str = "fixed"  # fixed: optuna.trials_per_batch_size per batch size | adaptive
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     loggers: list[str] = field(default_factory=list)  # trackers besides TensorBoard: LOGGERS
 
@@ -208,6 +230,23 @@ class SweepConfig(Recipe):
     @property
     def mode(self) -> str:
         return "max" if maximize(self.metric) else "min"
+
+    @property
+    def search_batch_sizes(self) -> list[int]:
+        """The batch sizes the Optuna phase searches (the adaptive design's own list, if set)."""
+        if self.design == "adaptive" and self.adaptive.batch_sizes:
+            return list(self.adaptive.batch_sizes)
+        return list(self.batch_sizes)
+
+    @property
+    def all_batch_sizes(self) -> list[int]:
+        """Every batch size a trial of this sweep may use (added ones included)."""
+        sizes = set(self.batch_sizes) | set(self.search_batch_sizes)
+        top, limit = max(self.search_batch_sizes), self.adaptive.batch_sizes_max
+        while self.design == "adaptive" and limit is not None and top * 2 <= limit:
+            top *= 2
+            sizes.add(top)
+        return sorted(sizes)
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -489,6 +528,9 @@ def validate(cfg: SweepConfig) -> None:
     _need(o.max_widenings >= 0, f"optuna.max_widenings must be >= 0, got {o.max_widenings}")
     _need(o.widen_decades > 0, f"optuna.widen_decades must be positive, got {o.widen_decades}")
     _check_lr_range(cfg)
+    _choice("design", cfg.design, DESIGNS)
+    if cfg.design == "adaptive":
+        _validate_adaptive(cfg)
     _need(
         cfg.confirm.top_k >= 0 and cfg.confirm.seeds >= 0,
         "confirm.top_k and confirm.seeds must be >= 0",
@@ -515,6 +557,40 @@ def validate(cfg: SweepConfig) -> None:
     _need(len(set(cfg.loggers)) == len(cfg.loggers), f"loggers has duplicates: {cfg.loggers}")
 
 
+def _validate_adaptive(cfg: SweepConfig) -> None:
+    b, a = cfg.budget, cfg.adaptive
+    _need(
+        b.trials is not None or b.minutes is not None,
+        "design: adaptive runs until its verdict is decided or its budget is spent; set "
+        "budget: {trials: N} and/or budget: {minutes: M}",
+    )
+    _need(b.trials is None or b.trials >= 1, f"budget.trials must be >= 1, got {b.trials}")
+    _need(
+        b.trials is None or b.trials <= MAX_GRID_TRIALS,
+        f"budget.trials={b.trials} is more than {MAX_GRID_TRIALS:,} trials; use fewer",
+    )
+    _need(
+        b.minutes is None or 0 < b.minutes < 1e6,
+        f"budget.minutes must be a positive number of minutes, got {b.minutes}",
+    )
+    _need(
+        cfg.optuna.trials_per_batch_size == 0 and cfg.confirm.top_k == 0,
+        "optuna.trials_per_batch_size and confirm.top_k belong to design: fixed; with design: "
+        "adaptive the model places the trials until the budget is spent: set them to 0",
+    )
+    sizes = cfg.search_batch_sizes
+    _need(len(sizes) >= 3, f"design: adaptive needs at least 3 batch sizes, got {sizes}")
+    _need(len(set(sizes)) == len(sizes), f"adaptive.batch_sizes has duplicates: {sizes}")
+    for s in sizes:
+        _need(s >= 1, f"adaptive.batch_sizes: {s} is not a positive batch size")
+    _need(
+        a.batch_sizes_max is None or a.batch_sizes_max >= max(sizes),
+        f"adaptive.batch_sizes_max {a.batch_sizes_max} is below the largest batch size "
+        f"{max(sizes)}; raise it, or set it to null (never add a batch size)",
+    )
+    _need(a.replicates >= 20, f"adaptive.replicates must be >= 20, got {a.replicates}")
+
+
 def _check_lr_range(cfg: SweepConfig) -> None:
     """Every lr the grid and the Optuna studies (widened as far as allowed) may try must be a
     positive, finite float: lr = base_lr x B / base_batch_size x m, then x 10^+-decades."""
@@ -527,6 +603,8 @@ def _check_lr_range(cfg: SweepConfig) -> None:
     extent = 0.0
     if o.trials_per_batch_size > 0:
         extent = o.lr_range_decades + o.max_widenings * o.widen_decades
+    if cfg.design == "adaptive":  # its start range, and a couple of decades of bracketing
+        extent = o.lr_range_decades + 2.0
     _need(
         max(logs) + extent <= MAX_LR_LOG10 and min(logs) - extent >= -MAX_LR_LOG10,
         f"the lrs this sweep may try reach 10^{max(logs) + extent:.0f} (lowest "
@@ -537,11 +615,12 @@ def _check_lr_range(cfg: SweepConfig) -> None:
 
 
 def check_batch_sizes(cfg: SweepConfig, n_train: int) -> None:
-    too_big = [b for b in cfg.batch_sizes if b > n_train]
+    too_big = [b for b in cfg.all_batch_sizes if b > n_train]
     _need(
         not too_big,
         f"batch_sizes {too_big} exceed the {n_train} training examples of "
-        f"'{cfg.dataset}'; use batch sizes <= {n_train}",
+        f"'{cfg.dataset}'; use batch sizes <= {n_train}"
+        + (" (adaptive.batch_sizes_max included)" if cfg.adaptive.batch_sizes_max else ""),
     )
 
 

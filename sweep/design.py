@@ -46,11 +46,13 @@ CANDIDATES = 13  # lrs per batch size and warmup considered by the c-optimal ste
 FLANK = 0.6  # share of the modelled half-width where trials go: far enough from the vertex to
 # locate it, near enough that the parabola still describes the basin there
 MID_ALPHA = 0.75  # between the rules: how a batch size without data is extrapolated
+MAX_BRACKET_AT = 40  # a batch size never located after this many trials is left as it is
 MIN_STOP = 5  # finished trials every batch size needs before the sweep may stop
 STOP_LEVEL = 0.99  # alpha's interval must be decided at this level to stop (the verdict is
 # looked at after every trial; a stricter interim level keeps the many looks from turning a
 # 5% chance of a wrong interval into a much larger one)
 STREAK = 2  # consecutive decided looks before the stricter check
+STRICT_GAP = 4  # at least this many more trials (and 1/8 more) before checking again
 
 
 @dataclass(frozen=True)
@@ -139,32 +141,38 @@ def propose(
     counts: dict[int, int],
     warmups: list[float],
     centre: dict[int, float],
+    start_half: float = START_HALF,
+    busy: frozenset[int] = frozenset(),
 ) -> Proposal:
-    """The next trial (see the module docstring). `counts`: finished trials per batch size;
-    `centre`: log10 of each batch size's configured search centre (the last resort)."""
+    """The next trial (see the module docstring). `counts`: finished (and running) trials per
+    batch size; `centre`: log10 of each batch size's configured search centre (the last
+    resort, searched `start_half` decades each way); `busy`: batch sizes with a trial running,
+    whose bracketing waits for its result (unless nothing else is left to do)."""
     new = [b for b in batch_sizes if counts.get(b, 0) < MIN_TRIALS]
     if new:
         b = min(new, key=lambda v: (counts.get(v, 0), v))
         mu = predicted_optimum(inf, b, centre[b])
         half = START_HALF_FITTED if inf.alpha is not None else START_HALF
+        if not _located(inf):
+            half = start_half
         return Proposal(b, mu - half, mu + half, None, None, "start")
     rows = inf.table.set_index("batch_size") if len(inf.table) else None
-    for b in batch_sizes:
-        if rows is None or b not in rows.index:
-            continue
-        row = rows.loc[b]
-        if bool(row["in_fit"]) or row["lr_best_tried"] is None:
-            continue
-        best = math.log10(float(row["lr_best_tried"]))
-        if row["edge_side"] == "low":
-            x = best - BRACKET_STEP
-            return Proposal(b, x - BRACKET_STEP, best, x, None, "bracket")
-        x = best + BRACKET_STEP
-        if row["lr_div"] is not None and not math.isnan(float(row["lr_div"])):
-            x = min(x, (best + math.log10(float(row["lr_div"]))) / 2)
-        return Proposal(b, best, x + BRACKET_STEP, x, None, "bracket")
+    unlocated = [
+        b
+        for b in batch_sizes
+        if rows is not None
+        and b in rows.index
+        and counts.get(b, 0) <= MAX_BRACKET_AT
+        and not bool(rows.loc[b]["in_fit"])
+        and (_finite(rows.loc[b]["lr_best_tried"]) or _finite(rows.loc[b]["lr_div"]))
+    ]
+    idle = [b for b in unlocated if b not in busy]
+    if unlocated and (idle or not _two_located(rows, batch_sizes)):
+        b = (idle or unlocated)[0]
+        return _bracket(b, rows.loc[b])
     thin = [b for b in batch_sizes if counts.get(b, 0) < MIN_STOP]
-    if thin and rows is not None:  # every batch size gets MIN_STOP trials: the rules other
+    thin = [b for b in thin if rows is not None and b in rows.index and rows.loc[b]["in_fit"]]
+    if thin:  # every batch size gets MIN_STOP trials: the rules other
         # than the power law (a knee, a peak) are judged at all of them, not only at the ends
         b = min(thin, key=lambda v: (counts.get(v, 0), v))
         row = rows.loc[b]
@@ -187,6 +195,35 @@ def propose(
     left, right = basin_sides(inf, row) if row["curv_left"] is not None else (0.5, 0.5)
     side = -left if counts.get(b, 0) % 2 else right
     return Proposal(b, mu - left, mu + right, mu + 0.7 * side, None, "alpha")
+
+
+def _bracket(b: int, row) -> Proposal:
+    """Half a decade beyond a batch size's best tried lr, on the side with no worse lr (a
+    decade below the lowest lr when every trial diverged)."""
+    if not _finite(row["lr_best_tried"]):
+        x = math.log10(float(row["lr_div"])) - 2 * BRACKET_STEP
+        return Proposal(b, x - BRACKET_STEP, x + BRACKET_STEP, x, None, "bracket")
+    best = math.log10(float(row["lr_best_tried"]))
+    if row["edge_side"] == "low":
+        x = best - BRACKET_STEP
+        return Proposal(b, x - BRACKET_STEP, best, x, None, "bracket")
+    x = best + BRACKET_STEP
+    if row["lr_div"] is not None and not math.isnan(float(row["lr_div"])):
+        x = min(x, (best + math.log10(float(row["lr_div"]))) / 2)
+    return Proposal(b, best, x + BRACKET_STEP, x, None, "bracket")
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _two_located(rows, batch_sizes: list[int]) -> bool:
+    """Fewer than two located batch sizes: nothing to cover or to weigh for alpha yet."""
+    located = [b for b in batch_sizes if b in rows.index and bool(rows.loc[b]["in_fit"])]
+    return len(located) >= 2
 
 
 def _width(rows, b: int) -> float:
@@ -225,8 +262,12 @@ def stop_reason(decided: bool, n_trials: int, minutes: float, budget: Budget) ->
     return None
 
 
-def status_line(inf: Inference, dec: Decision, n_trials: int) -> str:
-    """e.g. 'alpha = 0.62 [0.41, 0.83] after 40 trials; deciding: linear vs neither'."""
+def status_line(
+    inf: Inference, dec: Decision, n_trials: int, ready: bool = True, confirmed: bool = True
+) -> str:
+    """e.g. 'alpha = 0.62 [0.41, 0.83] after 40 trials; deciding: linear vs neither'. A
+    decided look says only where the answer leans while `ready` is False (a batch size not
+    located yet, or short of MIN_STOP trials) or until the calibrated check `confirmed` it."""
     if inf.alpha is None:
         located = inf.n_points
         return (
@@ -237,10 +278,98 @@ def status_line(inf: Inference, dec: Decision, n_trials: int) -> str:
     ci = f"[{'-inf' if lo is None else f'{lo:.2f}'}, {'inf' if hi is None else f'{hi:.2f}'}]"
     head = f"alpha = {inf.alpha:.2f} {ci} after {n_trials} trials"
     if dec.verdict != "inconclusive":
+        if not ready:
+            return f"{head}; leaning: {dec.verdict} (not every batch size located yet)"
+        if not confirmed:
+            return f"{head}; leaning: {dec.verdict} (to be confirmed at 99%, calibrated)"
         return f"{head}; decided: {dec.verdict}"
     if dec.candidates:
         return f"{head}; deciding: {' vs '.join(dec.candidates)}"
     return f"{head}; undecided ({dec.reason})"
+
+
+# ---------------------------------------------------------------- looking after a trial
+@dataclass
+class Looks:
+    """What the loop remembers between looks (a function of the finished trials and of the
+    order they finished in; a resumed sweep starts it again at zero)."""
+
+    streak: int = 0  # looks in a row that were ready to stop and decided
+    undecided: int = 0  # looks in a row that were ready to stop and undecided
+    next_strict: int = 0  # trials needed before the next calibrated check (each costs
+    # seconds to a minute of refits; after one that did not decide, wait for more data)
+
+
+@dataclass(frozen=True)
+class Look:
+    inference: Inference
+    decision: Decision
+    decided: bool  # decided at STOP_LEVEL with calibrated intervals: the sweep may stop
+    ready: bool  # every batch size located with MIN_STOP trials
+
+
+def look(
+    frame,
+    counts: dict[int, int],
+    batch_sizes: list[int],
+    looks: Looks,
+    metric: str,
+    maximize: bool = False,
+    constant: bool = False,
+    replicates: int = 100,
+    seed: int = 0,
+    strict_now: bool = False,
+) -> Look:
+    """Refit the model to the finished trials (`frame`, the columns `analysis.inference`
+    reads) and say whether the sweep may stop: every batch size located with MIN_STOP trials,
+    the verdict decided (chi-square 95% intervals) at STREAK looks in a row (`strict_now`: at
+    this one), and still decided with intervals calibrated by simulation at STOP_LEVEL."""
+    from analysis.decision import decide
+    from analysis.inference import infer
+
+    def fit(**kw):
+        return infer(frame, metric, maximize, constant=constant, warmup=False, seed=seed, **kw)
+
+    inf = fit(replicates=0, quick=True)
+    dec = decide(inf)
+    ready = ready_to_stop(inf, counts, batch_sizes)
+    undecided = dec.verdict == "inconclusive"
+    looks.streak = looks.streak + 1 if ready and not undecided else 0
+    looks.undecided = looks.undecided + 1 if ready and undecided else 0
+    n = len(frame)
+    due = (looks.streak >= STREAK and n >= looks.next_strict) or strict_now
+    if ready and not undecided and due:
+        strict = fit(replicates=replicates, level=STOP_LEVEL)
+        if decide(strict).verdict != "inconclusive" and ready_to_stop(strict, counts, batch_sizes):
+            return Look(inf, dec, True, ready)
+        looks.next_strict = n + max(STRICT_GAP, n // 8)
+    return Look(inf, dec, False, ready)
+
+
+def extend(batch_sizes: list[int], looks: Looks, batch_sizes_max: int | None) -> int | None:
+    """A batch size to add: twice the largest, when every batch size has been located and the
+    verdict stayed undecided for as many looks as there are batch sizes (one more trial at each
+    did not decide it: a wider range separates the rules more than more seeds do), and the
+    config allows it (`batch_sizes_max`)."""
+    top = max(batch_sizes)
+    if batch_sizes_max is None or top * 2 > batch_sizes_max:
+        return None
+    if looks.undecided < len(batch_sizes):
+        return None
+    looks.undecided = 0
+    return top * 2
+
+
+def optimum(inf: Inference, batch: int) -> float | None:
+    """log10 of a batch size's modelled best lr (its best tried lr if the model has none)."""
+    if inf.table.empty or batch not in set(inf.table["batch_size"]):
+        return None
+    row = inf.table.set_index("batch_size").loc[batch]
+    mu = row.get("mu_model")
+    if mu is not None and math.isfinite(float(mu)):
+        return float(mu)
+    v = row.get("lr_best_tried")
+    return math.log10(float(v)) if v is not None and math.isfinite(float(v)) else None
 
 
 # ---------------------------------------------------------------- the loop without Ray
@@ -267,10 +396,8 @@ def run_loop(
     """The design loop driven by a function instead of Ray and Optuna, one trial at a time:
     `run_trial(batch_size, lr, warmup, seed) -> (final metric, diverged)`. Where a proposal
     leaves the lr to the sampler, it is drawn uniformly in log lr over the proposal's range
-    (what a sampler without history does). After every trial the model is refitted; the sweep
-    stops when every batch size has MIN_STOP trials and a located optimum, the verdict has
-    been decided (chi-square 95% intervals) at STREAK looks in a row, and it is still decided
-    with calibrated intervals at STOP_LEVEL; it then reports the calibrated 95% verdict."""
+    (what a sampler without history does). After every trial the model is refitted (`look`);
+    when the sweep may stop, it reports the calibrated 95% verdict."""
     from analysis.decision import decide
     from analysis.inference import infer
 
@@ -279,7 +406,7 @@ def run_loop(
     verdicts: list[str] = []
     inf = dec = None
     stopped = None
-    streak = 0
+    looks = Looks()
     counts: dict[int, int] = {}
     if trials:
         frame = _frame(trials, metric)
@@ -315,30 +442,15 @@ def run_loop(
         )
         frame = _frame(trials, metric)
         counts = frame.groupby("batch_size").size().to_dict()
-        inf = infer(frame, metric, replicates=0, warmup=False, quick=True)
-        dec = decide(inf)
+        seen = look(frame, counts, batch_sizes, looks, metric, replicates=replicates, seed=seed)
+        inf, dec = seen.inference, seen.decision
         verdicts.append(dec.verdict if inf.alpha is not None else "")
-        decided = False
-        streak = (
-            streak + 1
-            if ready_to_stop(inf, counts, batch_sizes) and (dec.verdict != "inconclusive")
-            else 0
-        )
-        if streak >= STREAK:  # confirm with calibrated intervals at the stricter level
-            strict = infer(
-                frame, metric, replicates=replicates, seed=seed, warmup=False, level=STOP_LEVEL
-            )
-            if decide(strict).verdict != "inconclusive" and ready_to_stop(
-                strict, counts, batch_sizes
-            ):
-                inf = infer(frame, metric, replicates=replicates, seed=seed, warmup=False)
-                dec = decide(inf)
-                verdicts[-1] = dec.verdict
-                decided = True
-        stopped = stop_reason(decided, len(trials) - len(initial or []), 0.0, budget)
-        if stopped == "budget" and not decided:
+        stopped = stop_reason(seen.decided, len(trials) - len(initial or []), 0.0, budget)
+        if stopped is not None:
             inf = infer(frame, metric, replicates=replicates, seed=seed, warmup=False)
             dec = decide(inf)
+            if seen.decided:
+                verdicts[-1] = dec.verdict
     return LoopResult(trials, verdicts, stopped, inf, dec)
 
 

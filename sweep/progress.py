@@ -6,6 +6,10 @@ line:
     [sweep 15/98] grid 14/14 | optuna 1/56 | confirm 0/28 | optuna B=8 lr=0.000758 warmup=0
     seed=0: val_loss 0.3723 (9.1 s; 1.9 min elapsed)
 
+and with `design: adaptive`, the answer forming when it changed:
+
+    [design] alpha = 0.62 [0.41, 0.83] after 40 trials; deciding: linear vs neither
+
 It tells the searcher where each trial's files are written (`trial_started`) and copies a
 trial's files into the experiment folder at each of its epoch checkpoints. At the first
 step of a run (a resumed one included) it hands the searcher the trials Ray
@@ -49,7 +53,11 @@ def progress_line(
     elapsed_s: float,
 ) -> str:
     n, total = sum(counts.values()), sum(totals.values())
-    phases = " | ".join(f"{p} {counts[p]}/{totals[p]}" for p in totals if totals[p])
+    phases = " | ".join(
+        f"{p} {counts[p]}/{totals[p]}" if totals[p] else f"{p} {counts[p]}"
+        for p in totals
+        if totals[p] or counts.get(p)
+    )
     outcome = (
         "FAILED" if done.failed else "diverged" if done.diverged else f"{metric} {done.value:.4f}"
     )
@@ -109,3 +117,6 @@ class SweepProgress(Callback):
             ),
             flush=True,
         )
+        answer = s.answer()  # design: adaptive: the verdict forming
+        if answer:
+            print(answer, flush=True)

@@ -34,14 +34,26 @@ from typing import Any
 
 import optuna
 
-from sweep import cluster, failures, owner, preflight, resume, space, stopping, studies, trackers
+from sweep import (
+    cluster,
+    design,
+    failures,
+    owner,
+    preflight,
+    resume,
+    space,
+    stopping,
+    studies,
+    trackers,
+)
+from sweep.adaptive import AdaptivePlan
 from sweep.config import ConfigError, SweepConfig
 from sweep.decide import StudyState, max_extra_trials
 from sweep.progress import SweepProgress
 from sweep.search import PhasedSearcher, Plan, SweepSearch
 from sweep.stopping import RESUME_HINT, SweepStopped
 from sweep.storage import Options, check_writable, journal_path
-from trainables.contract import maximize
+from trainables.contract import ADAPTIVE_OPTIMIZERS, maximize
 
 JOURNAL = "optuna-journal.log"
 CONFIG_FILE = "sweep_config.json"
@@ -58,6 +70,8 @@ def build_plan(
 ) -> Plan:
     run_name = run_name or new_run_name(cfg)
     by_batch = {}
+    if cfg.design == "adaptive":
+        return _adaptive_plan(cfg, exp_dir, version, run_name)
     if cfg.optuna.trials_per_batch_size > 0:
         for i, b in enumerate(cfg.batch_sizes):
             lo, hi = space.optuna_log10_range(cfg, b)
@@ -88,6 +102,53 @@ def build_plan(
     )
 
 
+def _adaptive_plan(cfg: SweepConfig, exp_dir: Path, version: str, run_name: str) -> Plan:
+    """design: adaptive: one study per batch size the loop may use (created when first asked),
+    trials without the noise-scale measurement but for one per batch size at the end."""
+    half = cfg.optuna.lr_range_decades
+    centre = {b: math.log10(space.linear_rule_lr(cfg, b)) for b in cfg.all_batch_sizes}
+    studies = {
+        b: StudyState(
+            batch_size=b,
+            log10_lo=centre[b] - half,
+            log10_hi=centre[b] + half,
+            budget=3 * design.MIN_TRIALS,  # the sampler explores at random for MIN_TRIALS
+            sampler_seed=space.sampler_seed(cfg, i),
+            base_name=f"{run_name}-B{b}",
+        )
+        for i, b in enumerate(cfg.all_batch_sizes)
+    }
+    grid = [{**t, "measure_noise_scale": False} for t in space.grid_trials(cfg, version)]
+    return Plan(
+        grid=grid,
+        base={**space.trial_base(cfg, version), "measure_noise_scale": False},
+        batch_sizes=cfg.search_batch_sizes,
+        studies=studies,
+        warmup_choices=space.warmup_choices(cfg),
+        sampler=cfg.optuna.sampler,
+        optuna_seed=cfg.seed,
+        confirm_top_k=0,
+        confirm_seeds=[],
+        max_widenings=0,
+        widen_decades=cfg.optuna.widen_decades,
+        journal_path=str(exp_dir / JOURNAL),
+        metric=cfg.metric,
+        mode=cfg.mode,
+        exp_dir=str(exp_dir),
+        adaptive=AdaptivePlan(
+            batch_sizes=cfg.search_batch_sizes,
+            batch_sizes_max=cfg.adaptive.batch_sizes_max,
+            centre=centre,
+            start_half=half,
+            budget=design.Budget(cfg.budget.trials, cfg.budget.minutes),
+            replicates=cfg.adaptive.replicates,
+            constant=cfg.optimizer in ADAPTIVE_OPTIMIZERS,
+            measure_noise_scale=cfg.measure_noise_scale and not cfg.trainable,
+            seed=cfg.seed,
+        ),
+    )
+
+
 def planned_counts(cfg: SweepConfig) -> dict[str, int]:
     n_b = len(cfg.batch_sizes)
     return {
@@ -97,9 +158,25 @@ def planned_counts(cfg: SweepConfig) -> dict[str, int]:
     }
 
 
+def budget_text(cfg: SweepConfig) -> str:
+    """'at most 150 trials or 11 minutes'."""
+    b = cfg.budget
+    parts = ([f"{b.trials} trials"] if b.trials else []) + (
+        [f"{b.minutes:g} minutes"] if b.minutes else []
+    )
+    return "at most " + " or ".join(parts)
+
+
 def planned_text(cfg: SweepConfig) -> str:
     """'98 trials planned (14 grid, 56 optuna, 28 confirm) + up to 98 more (widening,
     bracketing)': the plan, and the most that the Optuna studies can add to it."""
+    if cfg.design == "adaptive":
+        n_grid = len(space.grid_trials(cfg))
+        measure = " + one noise-scale trial per batch size" if cfg.measure_noise_scale else ""
+        return (
+            f"{n_grid} grid trials, then adaptive trials until the verdict is decided "
+            f"({budget_text(cfg)}){measure}"
+        )
     counts = planned_counts(cfg)
     more = len(cfg.batch_sizes) * max_extra_trials(
         cfg.optuna.trials_per_batch_size, cfg.optuna.max_widenings
@@ -116,7 +193,7 @@ def concurrent_slots(cfg: SweepConfig, cpus: float, gpus: float) -> int:
         return cfg.resources.max_concurrent_trials
     slots = max(1, int(cpus // cfg.resources.cpu_per_trial))
     if gpus > 0:
-        smallest = min(space.gpu_fraction(cfg, b, True) for b in cfg.batch_sizes)
+        smallest = min(space.gpu_fraction(cfg, b, True) for b in cfg.all_batch_sizes)
         if smallest > 0:
             slots = min(slots, max(1, int(gpus / smallest + 1e-9)))
     return slots
@@ -248,7 +325,7 @@ def run_tune(
 
     from trainables.ray_adapter import tune_trainable
 
-    gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.batch_sizes}
+    gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.all_batch_sizes}
     trainable = tune.with_resources(
         tune_trainable,
         resources=functools.partial(
@@ -425,6 +502,34 @@ def measurement_lines(cfg: SweepConfig) -> list[str]:
     return out
 
 
+def adaptive_lines(cfg: SweepConfig) -> list[str]:
+    """What the dry run says about the adaptive part (its trials are chosen as it runs)."""
+    a, o = cfg.adaptive, cfg.optuna
+    sizes = cfg.search_batch_sizes
+    more = (
+        f"; while undecided with every batch size located it doubles the largest, up to "
+        f"{a.batch_sizes_max}"
+        if a.batch_sizes_max and a.batch_sizes_max >= 2 * max(sizes)
+        else ""
+    )
+    out = [
+        f"then the design loop (design: adaptive) over batch sizes {sizes}{more}: after every "
+        "trial it refits the model of all finished trials and places the next one where it "
+        "narrows alpha's interval most (Optuna asks every trial: TPE in the model's range, "
+        f"or the model's lr through enqueue_trial); a batch size starts over linear-rule lr x "
+        f"10^[-{o.lr_range_decades:g}, +{o.lr_range_decades:g}] until a neighbour is located; "
+        f"warmup in {space.warmup_choices(cfg)}; every trial its own seed",
+        f"it stops when the verdict is decided (99% intervals, calibrated by "
+        f"{a.replicates} simulated sweeps), or {budget_text(cfg)}, whichever comes first",
+    ]
+    if cfg.measure_noise_scale and not cfg.trainable:
+        out.append(
+            "then one trial per batch size at its modelled best lr measures the gradient "
+            "noise scale (the other trials skip it)"
+        )
+    return out
+
+
 def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
     """Text listing every grid trial and its resources, and what follows."""
     slots = concurrent_slots(cfg, cpus, gpus)
@@ -438,7 +543,7 @@ def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
         f"{'#':>4}  {'phase':<6} {'batch_size':>10} {'lr':>10} {'warmup_epochs':>13} "
         f"{'seed':>5}  resources",
     ]
-    gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.batch_sizes}
+    gpu_by_batch = {b: space.gpu_fraction(cfg, b, gpus > 0) for b in cfg.all_batch_sizes}
     for i, t in enumerate(space.grid_trials(cfg), 1):
         res = space.trial_resources(cfg.resources.cpu_per_trial, gpu_by_batch, t)
         lines.append(
@@ -448,6 +553,9 @@ def dry_run(cfg: SweepConfig, cpus: float, gpus: float) -> str:
     counts = planned_counts(cfg)
     o, c = cfg.optuna, cfg.confirm
     lines.append("")
+    if cfg.design == "adaptive":
+        lines += adaptive_lines(cfg)
+        return "\n".join(lines)
     if counts["optuna"]:
         lines.append(
             f"then {counts['optuna']} Optuna trials: one study per batch size x "

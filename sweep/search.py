@@ -37,7 +37,8 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.search import Searcher, SearchGenerator
 
-from sweep import decide, resume, space, stopping
+from sweep import adaptive, decide, resume, space, stopping
+from sweep.adaptive import AdaptivePlan, Loop
 from sweep.decide import Done, StudyState
 from sweep.resume import CONTINUE, DONE, RERUN, History, TrialRecord, config_key
 from sweep.studies import LR, WARMUP, Studies, asked_trials
@@ -62,6 +63,7 @@ class Plan:
     metric: str
     mode: str
     exp_dir: str = ""  # where trial folders live (a lost one is moved aside from here)
+    adaptive: AdaptivePlan | None = None  # design: adaptive (the optuna phase is the loop)
 
 
 @dataclass
@@ -96,6 +98,8 @@ class PhasedSearcher(Searcher):
         self._accounted: set[tuple] = set()  # configurations done, running or queued
         self._confirm: dict[int, list[dict[str, Any]]] = {}  # per batch size, once decided
         self._folders: dict[str, tuple[str, str]] = {}  # trial id -> (Ray's staging, final)
+        self._loop = Loop(plan.adaptive, plan.metric, self.maximize) if plan.adaptive else None
+        self._measure: dict[int, dict[str, Any] | None] = {}  # per batch size, once stopped
         if history is not None:
             self._rebuild(history.records)
 
@@ -127,12 +131,20 @@ class PhasedSearcher(Searcher):
     def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if len(self.state.live) >= self.max_concurrent:
             return None
-        nxt = (
-            self._next_requeued(trial_id)
-            or self._next_grid()
-            or self._next_optuna(trial_id)
-            or self._next_confirm()
-        )
+        if self._loop is not None:
+            nxt = (
+                self._next_requeued(trial_id)
+                or self._next_grid()
+                or self._next_adaptive(trial_id)
+                or self._next_measure()
+            )
+        else:
+            nxt = (
+                self._next_requeued(trial_id)
+                or self._next_grid()
+                or self._next_optuna(trial_id)
+                or self._next_confirm()
+            )
         if nxt is None:
             if self._nothing_left():
                 self.state.finished = True
@@ -162,7 +174,10 @@ class PhasedSearcher(Searcher):
             self.studies.add(st, done, self._told_value(done))
         elif live.phase == "optuna" and st is not None:
             self._tell_optuna(live, done, st)
-            self._maybe_widen(st) or self._maybe_bracket(st)
+            if self._loop is None:
+                self._maybe_widen(st) or self._maybe_bracket(st)
+        if self._loop is not None and not self._loop.stopped and live.phase != "confirm":
+            self._look()
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the state is rebuilt from the experiment folder (module doc)."""
@@ -178,6 +193,13 @@ class PhasedSearcher(Searcher):
     # ------------------------------------------------------------------ for sweep.progress
     def totals(self) -> dict[str, int]:
         p = self.plan
+        if self._loop is not None:
+            a = p.adaptive
+            return {
+                "grid": len(p.grid),
+                "optuna": a.budget.trials or 0,
+                "confirm": len(self._loop.batch_sizes) if a.measure_noise_scale else 0,
+            }
         n_confirm = len(p.batch_sizes) * p.confirm_top_k * len(p.confirm_seeds)
         return {
             "grid": len(p.grid),
@@ -193,6 +215,10 @@ class PhasedSearcher(Searcher):
 
     def done_of(self, trial_id: str) -> Done | None:
         return next((d for d in reversed(self.state.done) if d.trial_id == trial_id), None)
+
+    def answer(self) -> str | None:
+        """The design loop's answer forming, when it changed since the last call."""
+        return self._loop.answer(self._n_adaptive()) if self._loop is not None else None
 
     def take_notes(self) -> list[str]:
         """The notes (a widened range, a bracketing trial) recorded since the last call."""
@@ -297,6 +323,10 @@ class PhasedSearcher(Searcher):
     def _nothing_left(self) -> bool:
         if self.state.requeue or any(config_key(c) not in self._accounted for c in self.plan.grid):
             return False
+        if self._loop is not None:
+            return bool(self._loop.stopped) and all(
+                config_key(c) in self._accounted for c in self._measuring()
+            )
         if any(s.asked < s.budget for s in self.plan.studies.values()):
             return False
         if not self._confirming():
@@ -306,6 +336,99 @@ class PhasedSearcher(Searcher):
             and all(config_key(c) in self._accounted for c in self._confirm_configs(b))
             for b in self.plan.batch_sizes
         )
+
+    # ------------------------------------------------------------------ design: adaptive
+    def _n_adaptive(self) -> int:
+        """Adaptive trials finished, running or queued (what the trial budget counts)."""
+        live = [*self.state.live.values(), *self.state.requeue]
+        return sum(1 for d in self.state.done if d.phase == "optuna") + sum(
+            1 for lv in live if lv.phase == "optuna"
+        )
+
+    def _pending_any(self, batch_size: int) -> int:
+        return sum(self._pending(batch_size, p) for p in ("grid", "optuna", "confirm"))
+
+    def _next_adaptive(self, trial_id: str) -> Live | None:
+        loop, a = self._loop, self.plan.adaptive
+        if loop.stopped:
+            return None
+        if loop.budget_spent(self._n_adaptive(), (time.time() - self.started) / 60):
+            self._stop("budget")
+            return None
+        pending = {b: self._pending_any(b) for b in loop.batch_sizes}
+        prop = loop.propose(self.state.done, pending, self.plan.warmup_choices)
+        st = self.plan.studies[prop.batch_size]
+        fixed = {}
+        lo, hi = prop.lo, prop.hi
+        if prop.x is not None:
+            fixed[LR] = 10**prop.x
+            lo, hi = min(lo, prop.x), max(hi, prop.x)
+        if prop.warmup is not None:
+            fixed[WARMUP] = prop.warmup
+        seed_base = adaptive.trial_seed(a.seed, prop.batch_size, 0)
+        number, lr, warmup = self.studies.ask(
+            st, trial_id, (lo, hi), fixed or None, {"design": prop.reason}, seed_base
+        )
+        st.asked += 1
+        config = space.trial(
+            self.plan.base, prop.batch_size, lr, warmup, seed_base + number, "optuna"
+        )
+        return Live("optuna", config, study=st.name, number=number)
+
+    def _look(self) -> None:
+        note = self._loop.see(self.state.done)
+        if note:
+            self._note(note)
+        if self._loop.stopped == "decided":
+            self._stop("decided")
+
+    def _stop(self, reason: str) -> None:
+        loop, a = self._loop, self.plan.adaptive
+        loop.stopped = reason
+        n = self._n_adaptive()
+        if reason == "decided":
+            inf = loop.last.inference
+            lo, hi = inf.alpha_ci
+            self._note(
+                f"[design] decided after {n} adaptive trials: {loop.last.decision.verdict} "
+                f"(alpha = {inf.alpha:.2f}, 95% interval {lo:.2f} to {hi:.2f} before "
+                "calibration; the report's is calibrated)"
+            )
+        else:
+            minutes = (time.time() - self.started) / 60
+            self._note(
+                f"[design] budget spent ({n} adaptive trials, {minutes:.1f} min) before the "
+                "verdict was decided; the report says what more would decide it"
+            )
+        if a.measure_noise_scale:
+            self._note(
+                "[design] measuring the gradient noise scale: one trial at each batch "
+                "size's modelled best lr"
+            )
+
+    def _measure_config(self, batch_size: int) -> dict[str, Any] | None:
+        if batch_size not in self._measure:
+            point = self._loop.measure_point(self.state.done, batch_size)
+            self._measure[batch_size] = None
+            if point is not None:
+                seed = adaptive.trial_seed(
+                    self.plan.adaptive.seed, batch_size, adaptive.MEASURE_OFFSET
+                )
+                config = space.trial(self.plan.base, batch_size, *point, seed, "confirm")
+                self._measure[batch_size] = {**config, "measure_noise_scale": True}
+        return self._measure[batch_size]
+
+    def _measuring(self) -> list[dict[str, Any]]:
+        if not (self._loop.stopped and self.plan.adaptive.measure_noise_scale):
+            return []
+        configs = [self._measure_config(b) for b in self._loop.batch_sizes]
+        return [c for c in configs if c is not None]
+
+    def _next_measure(self) -> Live | None:
+        for config in self._measuring():
+            if config_key(config) not in self._accounted:
+                return Live("confirm", dict(config))
+        return None
 
     # ------------------------------------------------------------------ telling Optuna
     def _told_value(self, done: Done) -> float:
@@ -379,9 +502,30 @@ class PhasedSearcher(Searcher):
         self._accounted = {config_key(r.config) for r in records}
         for st in self.plan.studies.values():
             self._rebuild_study(st, records)
+        if self._loop is not None:
+            self._rebuild_loop(records)
+            return
         for st in self.plan.studies.values():  # a decision the kill came before
             if st.asked:
                 self._maybe_widen(st) or self._maybe_bracket(st)
+
+    def _rebuild_loop(self, records: list[TrialRecord]) -> None:
+        """The design loop's state: the batch sizes it had added, and whether it had stopped
+        (a measurement trial exists; those already placed keep their configuration), else a
+        look at once, as strict as a second decided look in a row."""
+        loop = self._loop
+        searched = {r.config["batch_size"] for r in records if r.phase == "optuna"}
+        loop.batch_sizes += sorted(searched - set(loop.batch_sizes))
+        measured = [r for r in records if r.phase == "confirm"]
+        if measured:
+            loop.see(self.state.done, extend=False)
+            loop.stopped = "earlier"
+            for r in measured:
+                self._measure[int(r.config["batch_size"])] = dict(r.config)
+            return
+        loop.see(self.state.done, strict_now=True, extend=False)
+        if loop.stopped == "decided":
+            self._stop("decided")
 
     def _rebuild_study(self, st: StudyState, records: list[TrialRecord]) -> None:
         """A batch size's study state from the journal; the journal made to agree with the
@@ -428,7 +572,7 @@ class PhasedSearcher(Searcher):
                 st.batch_size,
                 t.params[LR],
                 t.params[WARMUP],
-                self.plan.optuna_seed,
+                int(t.user_attrs.get("seed", self.plan.optuna_seed)),
                 "optuna",
             )
         rec = by_id.get(tid) or (by_key.get(config_key(config)) if config else None)

@@ -21,6 +21,7 @@ folders alone (`sweep.search`, `sweep.resume`):
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
@@ -39,7 +40,8 @@ RECORD = '{"op_code":'  # how every journal line starts (Optuna writes compact J
 def make_sampler(kind: str, seed: int, budget: int) -> optuna.samplers.BaseSampler:
     startup = max(2, budget // 3)
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        # constant_liar: trials asked while others run are steered away from those
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if kind == "qmc":
@@ -91,20 +93,45 @@ class Studies:
             self._open[name] = optuna.load_study(study_name=name, storage=self.storage)
         return self._open[name]
 
-    def distributions(self, st: StudyState) -> dict[str, Any]:
+    def distributions(self, st: StudyState, lr: float | None = None) -> dict[str, Any]:
+        """The study's parameters, the lr range grown to hold `lr` (the design loop's trials
+        go beyond a study's first range)."""
+        lo, hi = st.log10_lo, st.log10_hi
+        if lr is not None:
+            lo, hi = min(lo, math.log10(lr)), max(hi, math.log10(lr))
         return {
-            LR: optuna.distributions.FloatDistribution(*lr_bounds(st), log=True),
+            LR: optuna.distributions.FloatDistribution(*_bounds(lo, hi), log=True),
             WARMUP: optuna.distributions.CategoricalDistribution(self.warmup_choices),
         }
 
-    def ask(self, st: StudyState, trial_id: str) -> tuple[int, float, float]:
-        """A new Optuna trial of `st`'s study for Ray's trial `trial_id`: (number, lr, warmup)."""
-        trial = self.study(st).ask()
-        lr = trial.suggest_float(LR, *lr_bounds(st), log=True)
+    def ask(
+        self,
+        st: StudyState,
+        trial_id: str,
+        log10_range: tuple[float, float] | None = None,
+        fixed: dict[str, float] | None = None,
+        attrs: dict[str, Any] | None = None,
+        seed_base: int | None = None,
+    ) -> tuple[int, float, float]:
+        """A new Optuna trial of `st`'s study for Ray's trial `trial_id`: (number, lr, warmup).
+        The design loop asks within its own `log10_range` (the study's otherwise), and fixes
+        the parameters it chose (`fixed`, through Optuna's `enqueue_trial`); `attrs` are
+        recorded on the trial, and with `seed_base` the trial's own seed (`seed_base` + its
+        number)."""
+        study = self.study(st)
+        if fixed:
+            study.enqueue_trial(fixed, user_attrs=attrs or {}, skip_if_exists=False)
+        trial = study.ask()
+        lo, hi = log10_range if log10_range is not None else (st.log10_lo, st.log10_hi)
+        lr = trial.suggest_float(LR, *_bounds(lo, hi), log=True)
         warmup = trial.suggest_categorical(WARMUP, self.warmup_choices)
         trial.set_user_attr("trial_id", trial_id)
         trial.set_user_attr("phase", "optuna")
         trial.set_user_attr("source", "asked")
+        for key, value in (attrs or {}).items():
+            trial.set_user_attr(key, value)
+        if seed_base is not None:
+            trial.set_user_attr("seed", seed_base + trial.number)
         return trial.number, lr, warmup
 
     def relink(self, name: str, number: int, trial_id: str) -> None:
@@ -130,7 +157,7 @@ class Studies:
         study.add_trial(
             optuna.trial.create_trial(
                 params={LR: done.lr, WARMUP: done.warmup},
-                distributions=self.distributions(st),
+                distributions=self.distributions(st, done.lr),
                 value=value,
                 user_attrs={
                     "trial_id": done.trial_id,
@@ -165,9 +192,14 @@ class Studies:
 
 
 def lr_bounds(st: StudyState) -> tuple[float, float]:
-    """The study's lr range, a hair wider than 10**log10 gives back: a grid lr at its edge
+    """The study's lr range (see `_bounds`)."""
+    return _bounds(st.log10_lo, st.log10_hi)
+
+
+def _bounds(log10_lo: float, log10_hi: float) -> tuple[float, float]:
+    """An lr range, a hair wider than 10**log10 gives back: a grid lr at its edge
     (0.025 -> 10**log10(0.025) = 0.025000000000000005) must fit in it."""
-    return 10**st.log10_lo * (1 - 1e-9), 10**st.log10_hi * (1 + 1e-9)
+    return 10**log10_lo * (1 - 1e-9), 10**log10_hi * (1 + 1e-9)
 
 
 def told_ids(study: optuna.Study) -> set[str]:

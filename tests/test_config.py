@@ -46,6 +46,17 @@ def test_dry_run_lists_every_grid_trial_with_resources_and_what_follows(capsys):
     assert first[2:6] == ["8", "0.001", "0", "0"]  # batch 8, lr 0.001, warmup 0, seed 0
     last = rows[-1].split()
     assert last[2:5] == ["56", "0.007", "1"]
+    # the adaptive part is described with its budget, not listed
+    assert "design loop (design: adaptive) over batch sizes [8, 16, 32, 64, 128, 256]" in out
+    assert "at most 150 trials or 11 minutes" in out
+    fixed = ["--set", "design=fixed", "--set", "optuna.trials_per_batch_size=8"]
+    assert (
+        main(
+            ["--config", DEFAULT, *fixed, "--set", "confirm={top_k: 2, seeds: 2}"] + ["--dry-run"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
     assert "56 Optuna trials" in out and "28 confirmation trials" in out
     # per study: 8 + 2 brackets -> 15 -> 22 after two widenings: 14 more, x 7 batch sizes
     assert "total: 98 trials planned (14 grid, 56 optuna, 28 confirm) + up to 98 more " in out
@@ -70,7 +81,15 @@ BAD_INPUTS = [
     (["--set", "grid.base_lr=.inf"], "grid.base_lr must be a finite number, got inf"),
     (["--set", "optuna.lr_range_decades=.inf"], "optuna.lr_range_decades must be a finite"),
     (["--set", "momentum=.nan"], "momentum must be a finite number, got nan"),
-    (["--set", "optuna.max_widenings=1000"], "outside floating point's range"),
+    (
+        [
+            "--set",
+            "design=fixed",
+            "--set",
+            "optuna={trials_per_batch_size: 8, max_widenings: 1000}",
+        ],
+        "outside floating point's range",
+    ),
     (["--set", "grid.base_lr=1e-300"], "outside floating point's range"),
     (["--name", "x" * 300], "has 300 characters; use at most 100"),
     (["--name", "two\nlines"], "no control characters"),
