@@ -1,10 +1,11 @@
 """The exact-answer check of the verdict: real sweeps of the quadratic problem, whose best lr per
 batch size is computed exactly (trainables.quadratic.best_lr).
 
-    python -m benchmarks.bench_quadratic [--seeds 1 2 3 4 5] [--storage DIR] [--keep]
+    python -m benchmarks.bench_quadratic [--seeds 1 2 3 4 5] [--design adaptive|fixed]
 
-Runs `python -m sweep --config sweep/configs/quadratic.yaml` (grid 10x too low, then Optuna,
-one seed per trial) over two batch ranges, B = 4..64 (the exact optimum is linear in B: the
+Runs `python -m sweep --config sweep/configs/quadratic.yaml` (grid 10x too low, then the design
+loop, every trial its own seed; or with `--design fixed` Optuna's 12 trials per batch size, all
+with the sweep's one seed) over two batch ranges, B = 4..64 (the exact optimum is linear in B: the
 right verdict is `linear`) and B = 4..1024 (linear, then flat near the stability limit: the
 right verdict is `neither`), once per `--seed`, then analyses each sweep as
 `python -m analysis.fit_rule` does and prints, per sweep, the verdict, alpha with its interval
@@ -33,7 +34,15 @@ RANGES = {"4..64": ([4, 16, 64], "linear"), "4..1024": ([4, 16, 64, 256, 1024], 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_sweep(storage: Path, name: str, batches: list[int], seed: int) -> float:
+ADAPTIVE = (
+    "design=adaptive",
+    "optuna.trials_per_batch_size=0",
+    "confirm.top_k=0",
+    "budget={trials: 150, minutes: 10}",
+)
+
+
+def run_sweep(storage: Path, name: str, batches: list[int], seed: int, design: str) -> float:
     t0 = time.perf_counter()
     cmd = [
         sys.executable,
@@ -51,6 +60,8 @@ def run_sweep(storage: Path, name: str, batches: list[int], seed: int) -> float:
         "--set",
         f"batch_sizes=[{','.join(map(str, batches))}]",
     ]
+    if design == "adaptive":
+        cmd += [arg for setting in ADAPTIVE for arg in ("--set", setting)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
@@ -63,18 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--storage", type=Path, default=None)
     p.add_argument("--replicates", type=int, default=200)
+    p.add_argument("--design", choices=["adaptive", "fixed"], default="adaptive")
     a = p.parse_args(argv)
     storage = a.storage or Path(tempfile.mkdtemp(prefix="bench-quadratic-"))
     exact = {b: best_lr(b) for b in (4, 16, 64, 256, 1024)}
     print(
-        f"# {cpu_model()}, python {platform.python_version()}; exact optimum: "
+        f"# {cpu_model()}, python {platform.python_version()}, design {a.design}; exact optimum: "
         + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
     )
     right = covered = close = n_batch = n_sweeps = 0
     for label, (batches, expected) in RANGES.items():
         for seed in a.seeds:
-            name = f"q{batches[-1]}-s{seed}"
-            secs = 0.0 if (storage / name).exists() else run_sweep(storage, name, batches, seed)
+            name = f"q{batches[-1]}-{a.design}-s{seed}"
+            secs = (
+                0.0
+                if (storage / name).exists()
+                else run_sweep(storage, name, batches, seed, a.design)
+            )
             trials = load_results(storage / name).trials
             inf = infer(trials, "val_loss", replicates=a.replicates, seed=seed)
             dec = decide(inf)
@@ -84,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             cells = []
             for r in inf.table.itertuples():
                 x = exact[int(r.batch_size)]
+                if r.lr is None or r.lr != r.lr:
+                    n_batch += 1
+                    cells.append(f"B={r.batch_size} not located")
+                    continue
                 inside = (r.lr_ci_lo is None or r.lr_ci_lo <= x) and (
                     r.lr_ci_hi is None or x <= r.lr_ci_hi
                 )

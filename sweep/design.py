@@ -52,6 +52,8 @@ STOP_LEVEL = 0.99  # alpha's interval must be decided at this level to stop (the
 # looked at after every trial; a stricter interim level keeps the many looks from turning a
 # 5% chance of a wrong interval into a much larger one)
 STREAK = 2  # consecutive decided looks before the stricter check
+ALPHA_MAX = 3.0  # |alpha| beyond this is a degenerate fit, not a scaling rule
+MIN_CI_WIDTH = 0.005  # an interval narrower than this is a fit stuck at a bound
 STRICT_GAP = 4  # at least this many more trials (and 1/8 more) before checking again
 
 
@@ -242,9 +244,23 @@ class Budget:
     minutes: float | None = None  # wall-clock minutes of the whole sweep at most
 
 
+def settled(inf: Inference) -> bool:
+    """The power law's fit is one to act on: alpha fitted within +-ALPHA_MAX, with a finite
+    interval of some width. On a few noisy trials the joint fit can land in a degenerate
+    optimum (seen on a real sweep: alpha = 406 with an unbounded interval, alpha = 0.50 with
+    an interval of zero width), and a rule judged against that fit means nothing."""
+    if inf.alpha is None or not abs(inf.alpha) <= ALPHA_MAX:
+        return False
+    lo, hi = inf.alpha_ci
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return False
+    return hi - lo >= MIN_CI_WIDTH and lo <= inf.alpha <= hi
+
+
 def ready_to_stop(inf: Inference, counts: dict[int, int], batch_sizes: list[int]) -> bool:
-    """Every batch size has MIN_STOP finished trials and a located optimum."""
-    if inf.table.empty:
+    """Every batch size has MIN_STOP finished trials and a located optimum, and the model's
+    fit is `settled`."""
+    if inf.table.empty or not settled(inf):
         return False
     located = set(inf.table.loc[inf.table["in_fit"] & ~inf.table["at_edge"], "batch_size"])
     return all(counts.get(b, 0) >= MIN_STOP and b in located for b in batch_sizes)
@@ -277,6 +293,8 @@ def status_line(
     lo, hi = inf.alpha_ci
     ci = f"[{'-inf' if lo is None else f'{lo:.2f}'}, {'inf' if hi is None else f'{hi:.2f}'}]"
     head = f"alpha = {inf.alpha:.2f} {ci} after {n_trials} trials"
+    if not settled(inf):
+        return f"{head}; the model's fit has not settled yet"
     if dec.verdict != "inconclusive":
         if not ready:
             return f"{head}; leaning: {dec.verdict} (not every batch size located yet)"

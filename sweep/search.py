@@ -29,6 +29,7 @@ to derive its own progress the same way. `SweepSearch` keeps Ray from pickling i
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,10 +389,11 @@ class PhasedSearcher(Searcher):
         n = self._n_adaptive()
         if reason == "decided":
             inf = loop.last.inference
-            lo, hi = inf.alpha_ci
+            lo, hi = (math.nan if v is None else v for v in inf.alpha_ci)
+            alpha = math.nan if inf.alpha is None else inf.alpha
             self._note(
                 f"[design] decided after {n} adaptive trials: {loop.last.decision.verdict} "
-                f"(alpha = {inf.alpha:.2f}, 95% interval {lo:.2f} to {hi:.2f} before "
+                f"(alpha = {alpha:.2f}, 95% interval {lo:.2f} to {hi:.2f} before "
                 "calibration; the report's is calibrated)"
             )
         else:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "sweep" / "configs"
 SMOKE = CONFIGS / "smoke.yaml"  # seconds of training on the synthetic data set
@@ -67,3 +69,29 @@ def free_port() -> int:
 def sets(*overrides: str) -> list[str]:
     """`--set` arguments: sets("epochs=3", "seeds=2") -> ["--set", "epochs=3", ...]."""
     return [arg for o in overrides for arg in ("--set", o)]
+
+
+# Test files that start Ray (a sweep, a cluster) or a server. `make test` runs the suite on two
+# pytest-xdist workers (`-n 2 --dist loadgroup`): these files all go to one of them, one test
+# after another, so that two Ray instances never share the machine (their ports, /tmp/ray, the
+# token, and trials timed against 2 cores); the other worker meanwhile runs the rest, a whole
+# file at a time (so a module's fixture is computed once).
+ONE_AT_A_TIME = {
+    "test_cli.py",
+    "test_cluster.py",
+    "test_config.py",
+    "test_examples.py",
+    "test_kill_resume.py",
+    "test_optuna_phase.py",
+    "test_pin.py",
+    "test_resilience.py",
+    "test_resume.py",
+    "test_serve.py",
+    "test_sweep_integration.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in ONE_AT_A_TIME else name))
