@@ -182,14 +182,15 @@ def propose(
         left, right = basin_sides(inf, row)
         x = mu - FLANK * left if counts.get(b, 0) % 2 else mu + FLANK * right
         return Proposal(b, mu - left, mu + right, x, None, "cover")
-    gains = alpha_gains(inf, warmups)
+    gains = alpha_gains(inf, warmups) if settled(inf) else []  # a degenerate fit: no weights
     if gains:
         _, b, x, w = gains[0]
         row = rows.loc[b]
         left, right = basin_sides(inf, row)
         mu = float(row["mu_model"])
         return Proposal(b, min(mu - left, x), max(mu + right, x), x, w, "alpha")
-    # alpha not fitted yet (too few located optima): the widest located basin, both flanks
+    # alpha not fitted yet (too few located optima), or not settled: the widest located basin,
+    # both flanks
     b = max(batch_sizes, key=lambda v: _width(rows, v))
     row = rows.loc[b]
     mu = row["mu_model"]
