@@ -121,7 +121,11 @@ def alpha_gains(inf: Inference, warmups: list[float]) -> list[tuple[float, int, 
             isinstance(row.lr_div, float) and math.isnan(row.lr_div)
         ):
             hi = min(hi, math.log10(float(row.lr_div)) - 0.05)
-        xs = np.linspace(mu - FLANK * left, max(min(hi, mu + FLANK * right), mu), CANDIDATES)
+        # never at or beyond the divergence edge, even when the modelled vertex lies there
+        # (a trial that diverges adds almost nothing, so the same one would be proposed again:
+        # seen, 50 diverged trials at one batch size of a real sweep)
+        right_end = min(hi, mu + FLANK * right)
+        xs = np.linspace(min(mu - FLANK * left, right_end - 0.1), right_end, CANDIDATES)
         for wi, w in enumerate(design.warmups):
             if float(w) not in warmups:
                 continue

@@ -47,8 +47,11 @@ def test_dry_run_lists_every_grid_trial_with_resources_and_what_follows(capsys):
     last = rows[-1].split()
     assert last[2:5] == ["56", "0.007", "1"]
     # the adaptive part is described with its budget, not listed
-    assert "design loop (design: adaptive) over batch sizes [8, 16, 32, 64, 128, 256]" in out
-    assert "at most 150 trials or 11 minutes" in out
+    assert (
+        "design loop (design: adaptive) over batch sizes [8, 16, 32, 64, 128, 256, 512, 1024]"
+        in out
+    )
+    assert "at most 250 trials or 11 minutes" in out
     fixed = ["--set", "design=fixed", "--set", "optuna.trials_per_batch_size=8"]
     assert (
         main(
