@@ -34,8 +34,8 @@ MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
 @dataclass(frozen=True)
 class Decision:
     verdict: str  # linear | sqrt | neither | inconclusive
-    reason: str  # too_few | saturating | curved | inside_linear | inside_sqrt | outside |
-    # linear_worse | sqrt_worse | overlaps
+    reason: str  # too_few | unsettled | saturating | curved | inside_linear | inside_sqrt |
+    # outside | linear_worse | sqrt_worse | overlaps
     margin: float
     candidates: tuple[str, ...] = ()  # verdicts the interval still allows (inconclusive)
     half_width: float | None = None  # alpha interval half-width now
@@ -54,6 +54,9 @@ def _clearly_better(inf: Inference, name: str, others: tuple[str, ...]) -> bool:
     return r is not None and bool(rivals) and r.aicc + CLEAR_AICC <= min(rivals)
 
 
+ALPHA_MAX = 3.0  # |alpha| beyond this is a degenerate fit of the power law, not a scaling rule
+
+
 def _inside(b: float | None, inf: Inference) -> bool:
     rng = inf.batch_range
     return b is not None and rng is not None and rng[0] <= b <= rng[1]
@@ -63,6 +66,9 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
     """Apply the rules of the module docstring."""
     if inf.alpha is None or inf.n_points < MIN_POINTS:
         return Decision("inconclusive", "too_few", margin)
+    if not abs(inf.alpha) <= ALPHA_MAX:  # a degenerate optimum of the power fit: its AICc,
+        # and every comparison with it, mean nothing
+        return Decision("inconclusive", "unsettled", margin)
     if _clearly_better(inf, "saturating", ("linear", "sqrt", "constant", "power")) and _inside(
         inf.b_noise, inf
     ):

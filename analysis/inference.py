@@ -161,8 +161,12 @@ class Inference:
         return floor - rise if self.maximize else floor + rise
 
     def lr_at(self, name: str, batch: float) -> float | None:
+        """The lr a fitted rule predicts at `batch` (None: no fit, or beyond floating point,
+        which only a degenerate fit predicts)."""
         mu = self.rule_mu(name, batch)
-        return None if mu is None else float(10 ** float(mu))
+        if mu is None or not abs(float(mu)) < 300:
+            return None
+        return float(10 ** float(mu))
 
 
 def _mu_model(name: str, ref: float) -> MuModel:

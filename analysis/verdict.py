@@ -147,6 +147,11 @@ def what_to_run(inf: Inference, dec: Decision) -> str:
             f"Optuna phase, or grid.lr_multipliers such as [0.25, 0.5, 1, 2, 4]) until each "
             f"best lr has worse lrs on both sides, for at least {MIN_POINTS} batch sizes."
         )
+    if dec.reason == "unsettled":
+        return (
+            "Run more trials on both flanks of every batch size's best lr (about a third of "
+            "a decade out on each side), with new seeds, until the fit settles."
+        )
     if dec.reason.endswith("_worse"):
         rule = dec.reason.split("_")[0]
         return (
@@ -182,6 +187,12 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
     knee = knee_note(inf)
     if dec.reason == "too_few":
         return Verdict("inconclusive", _too_few_text(inf), linear_range, (what_to_run(inf, dec),))
+    if dec.reason == "unsettled":
+        text = (
+            f"Inconclusive: the fit of the power law did not settle (alpha = {inf.alpha:.3g}): "
+            "the trials do not pin the basins well enough for the rules to be compared."
+        )
+        return Verdict("inconclusive", text, linear_range, (what_to_run(inf, dec),))
     b_lo, b_hi = inf.batch_range
     span = f"over B = {b_lo}..{b_hi} ({inf.n_points} batch sizes with a located optimum)"
     evidence = f"{alpha_text(inf)}; {aicc_text(inf)}."
@@ -229,6 +240,11 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         f"(equivalence margins: linear {margin_text['linear']}, sqrt {margin_text['sqrt']}). "
         f"{evidence}"
     )
+    if dec.reason == "unsettled":
+        return (
+            "Run more trials on both flanks of every batch size's best lr (about a third of "
+            "a decade out on each side), with new seeds, until the fit settles."
+        )
     if dec.reason.endswith("_worse"):
         rule = dec.reason.split("_")[0]
         text = (

@@ -31,7 +31,7 @@ import yaml
 
 from sweep import stopping
 from sweep.cluster import check_fits, local_nodes, resolve_address, use_token_if_available
-from sweep.config import ConfigError, SweepConfig, load_config, with_overrides
+from sweep.config import ConfigError, SweepConfig, budget_text, load_config, with_overrides
 from sweep.failures import AllTrialsFailed
 from sweep.owner import tighten_umask
 from sweep.stopping import (
@@ -91,6 +91,12 @@ def describe(cfg: SweepConfig) -> str:
     grid = n_b * len(cfg.grid.lr_multipliers) * len(cfg.grid.warmup_epochs) * cfg.seeds
     optuna = n_b * cfg.optuna.trials_per_batch_size
     confirm = n_b * cfg.confirm.top_k * cfg.confirm.seeds
+    if cfg.design == "adaptive":
+        sizes = cfg.search_batch_sizes
+        return (
+            f"{what} / {cfg.optimizer}; B {min(sizes)}-{max(sizes)} ({len(sizes)}); "
+            f"{cfg.epochs} ep; {grid} grid + adaptive ({budget_text(cfg)})"
+        )
     return (
         f"{what} / {cfg.optimizer}; B {min(cfg.batch_sizes)}-{max(cfg.batch_sizes)} ({n_b}); "
         f"{cfg.epochs} ep; {grid} + {optuna} + {confirm} trials"

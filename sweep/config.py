@@ -249,6 +249,15 @@ class SweepConfig(Recipe):
         return sorted(sizes)
 
 
+def budget_text(cfg: SweepConfig) -> str:
+    """'at most 150 trials or 11 minutes': an adaptive sweep's budget, in words."""
+    b = cfg.budget
+    parts = ([f"{b.trials} trials"] if b.trials else []) + (
+        [f"{b.minutes:g} minutes"] if b.minutes else []
+    )
+    return "at most " + " or ".join(parts)
+
+
 # ---------------------------------------------------------------- building from dicts
 
 

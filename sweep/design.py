@@ -34,7 +34,7 @@ import numpy as np
 
 from analysis import basin
 from analysis.basin import Likelihood
-from analysis.decision import Decision
+from analysis.decision import ALPHA_MAX, Decision
 from analysis.inference import Inference
 
 MIN_TRIALS = 4  # finished trials a batch size needs before its basin can be modelled
@@ -52,7 +52,6 @@ STOP_LEVEL = 0.99  # alpha's interval must be decided at this level to stop (the
 # looked at after every trial; a stricter interim level keeps the many looks from turning a
 # 5% chance of a wrong interval into a much larger one)
 STREAK = 2  # consecutive decided looks before the stricter check
-ALPHA_MAX = 3.0  # |alpha| beyond this is a degenerate fit, not a scaling rule
 MIN_CI_WIDTH = 0.005  # an interval narrower than this is a fit stuck at a bound
 STRICT_GAP = 4  # at least this many more trials (and 1/8 more) before checking again
 

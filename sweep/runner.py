@@ -47,7 +47,7 @@ from sweep import (
     trackers,
 )
 from sweep.adaptive import AdaptivePlan
-from sweep.config import ConfigError, SweepConfig
+from sweep.config import ConfigError, SweepConfig, budget_text
 from sweep.decide import StudyState, max_extra_trials
 from sweep.progress import SweepProgress
 from sweep.search import PhasedSearcher, Plan, SweepSearch
@@ -156,15 +156,6 @@ def planned_counts(cfg: SweepConfig) -> dict[str, int]:
         "optuna": n_b * cfg.optuna.trials_per_batch_size,
         "confirm": n_b * cfg.confirm.top_k * cfg.confirm.seeds,
     }
-
-
-def budget_text(cfg: SweepConfig) -> str:
-    """'at most 150 trials or 11 minutes'."""
-    b = cfg.budget
-    parts = ([f"{b.trials} trials"] if b.trials else []) + (
-        [f"{b.minutes:g} minutes"] if b.minutes else []
-    )
-    return "at most " + " or ".join(parts)
 
 
 def planned_text(cfg: SweepConfig) -> str:

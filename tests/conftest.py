@@ -75,7 +75,9 @@ def sets(*overrides: str) -> list[str]:
 # pytest-xdist workers (`-n 2 --dist loadgroup`): these files all go to one of them, one test
 # after another, so that two Ray instances never share the machine (their ports, /tmp/ray, the
 # token, and trials timed against 2 cores); the other worker meanwhile runs the rest, a whole
-# file at a time (so a module's fixture is computed once).
+# file at a time (so a module's fixture is computed once). The kill-and-resume chains run alone
+# afterwards: whether Ray continues a trial from its checkpoint depends on when its snapshot
+# was taken, which the other worker's load shifts. `pytest -q` alone still runs everything.
 ONE_AT_A_TIME = {
     "test_cli.py",
     "test_cluster.py",

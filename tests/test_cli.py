@@ -44,7 +44,10 @@ def test_help_lists_every_bundled_config_the_examples_and_the_defaults(capsys):
     assert set(configs) >= {"default", "smoke", "mnist", "adam", "momentum", "quadratic"}
     for name, path in configs.items():
         assert f"  {name:<10} {describe(load_config(path))}" in out
-    assert "  default    mnist5k / cnn1 / sgd; B 8-56 (7); 5 ep; 14 + 56 + 28 trials" in out
+    assert (
+        "  default    mnist5k / cnn1 / sgd; B 8-1024 (8); 5 ep; 14 grid + adaptive (at most 250 "
+        "trials or 11 minutes)"
+    ) in out
     assert "examples:" in out and "python -m sweep --config smoke --dry-run" in out
     assert "(default: default)" in out and "(default: results)" in out
     assert "exit codes:" in out

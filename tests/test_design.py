@@ -105,3 +105,24 @@ def test_the_loop_stops_when_decided_with_the_right_verdict():
 def test_a_proposal_is_plain_data():
     p = Proposal(8, -2.0, -1.0, -1.5, 0.0, "alpha")
     assert (p.batch_size, p.x, p.reason) == (8, -1.5, "alpha")
+
+
+def test_a_degenerate_fit_is_neither_decided_nor_a_reason_to_stop():
+    # seen on a real noisy sweep: the joint fit landed at alpha = 406 with an unbounded
+    # interval, and a verdict compared the rules against it; now it is 'unsettled'
+    from dataclasses import replace
+
+    from analysis.verdict import explain
+
+    batches = [8, 32, 128]
+    inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
+    assert decide(inf).verdict == "linear" and design.settled(inf)
+    bad = replace(inf, alpha=406.0, alpha_ci=(None, None))
+    dec = decide(bad)
+    assert (dec.verdict, dec.reason) == ("inconclusive", "unsettled")
+    assert "did not settle" in explain(bad, dec).paragraph
+    assert not design.settled(bad)
+    assert not design.ready_to_stop(bad, dict.fromkeys(batches, 9), batches)
+    assert "has not settled" in status_line(bad, dec, 30)
+    stuck = replace(inf, alpha_ci=(inf.alpha, inf.alpha))  # a zero-width interval
+    assert not design.settled(stuck)
