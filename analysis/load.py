@@ -211,26 +211,16 @@ def _json(text: str) -> Any:
 
 def _positive_int(value: Any) -> int | None:
     """A whole number >= 1 (and sane), given as a number or as text; else None. No booleans."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not (1 <= number <= MAX_BATCH_SIZE) or number != int(number):
+    number = _number(value, None)
+    if number is None or not (1 <= number <= MAX_BATCH_SIZE) or number != int(number):
         return None
     return int(number)
 
 
 def _positive_float(value: Any) -> float | None:
     """A finite number > 0, given as a number or as text; else None. No booleans."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) and number > 0 else None
+    number = _number(value, None)
+    return number if number is not None and number > 0 else None
 
 
 def read_params(path: Path, root: Path | None = None) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from analysis.inference import TABLE_COLUMNS
+
 if TYPE_CHECKING:
     from analysis.pipeline import Analysis
 
@@ -58,21 +60,7 @@ TRIAL_FIRST = (
     "hostname",
 )
 EPOCH_FIRST = ("trial", "phase", "batch_size", "lr", "warmup_epochs", "seed", "epoch")
-BEST_FIRST = (
-    "batch_size",
-    "lr",
-    "lr_ci_lo",
-    "lr_ci_hi",
-    "at_edge",
-    "edge_side",
-    "in_fit",
-    "n_trials",
-    "n_diverged",
-    "n_feasible",
-    "n_lrs",
-    "lr_best_tried",
-    "metric_best_tried",
-)
+BEST_FIRST = tuple(TABLE_COLUMNS)  # fit.json's best_lr, as the model's table orders it
 
 
 def _ordered(df: pd.DataFrame, first: tuple[str, ...]) -> pd.DataFrame:

@@ -69,9 +69,9 @@ def build_plan(
     cfg: SweepConfig, exp_dir: Path, version: str = "", run_name: str | None = None
 ) -> Plan:
     run_name = run_name or new_run_name(cfg)
-    by_batch = {}
     if cfg.design == "adaptive":
         return _adaptive_plan(cfg, exp_dir, version, run_name)
+    by_batch = {}
     if cfg.optuna.trials_per_batch_size > 0:
         for i, b in enumerate(cfg.batch_sizes):
             lo, hi = space.optuna_log10_range(cfg, b)

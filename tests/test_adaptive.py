@@ -11,11 +11,12 @@ import numpy as np
 import optuna
 import pytest
 from conftest import SMOKE
+from driver import Driver
 
 from sweep.config import ConfigError, load_config
 from sweep.resume import CONTINUE, DONE, RERUN, History, TrialRecord, config_key
 from sweep.runner import build_plan, dry_run
-from sweep.search import PhasedSearcher, Searcher
+from sweep.search import PhasedSearcher
 
 ADAPTIVE = [
     "batch_sizes=[8,64]",
@@ -47,35 +48,6 @@ def row(trial_id: str, config: dict) -> dict:
     return {"val_loss": value, "diverged": math.isnan(value), "trial_id": trial_id}
 
 
-class Driver:
-    """Ray's part, by hand: two trial slots, the oldest running trial finishes first."""
-
-    def __init__(self, searcher: PhasedSearcher) -> None:
-        self.searcher, self.n = searcher, 0
-        self.configs: dict[str, dict] = {}
-        self.finished: list[str] = []
-        self.answers: list[str] = []
-
-    def step(self) -> bool:
-        s = self.searcher
-        while len(s.state.live) < 2:
-            trial_id = f"t{self.n}"
-            config = s.suggest(trial_id)
-            if config in (None, Searcher.FINISHED):
-                break
-            self.n += 1
-            self.configs[trial_id] = config
-        if not s.state.live:
-            return False
-        trial_id = next(iter(s.state.live))
-        s.on_trial_complete(trial_id, row(trial_id, self.configs[trial_id]))
-        self.finished.append(trial_id)
-        answer = s.answer()
-        if answer:
-            self.answers.append(answer)
-        return True
-
-
 def studies_in(journal) -> dict[str, list]:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal))
@@ -90,7 +62,7 @@ def studies_in(journal) -> dict[str, list]:
 def full_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adaptive")
     cfg = load_config(SMOKE, ADAPTIVE)
-    driver = Driver(PhasedSearcher(build_plan(cfg, folder, run_name="a-1"), max_concurrent=2))
+    driver = Driver(PhasedSearcher(build_plan(cfg, folder, run_name="a-1"), max_concurrent=2), row)
     while driver.step():
         pass
     return folder, driver
@@ -141,7 +113,8 @@ def test_every_adaptive_trial_has_its_own_seed_and_is_in_its_study(full_run):
 def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, full_run, kill_at):
     _, whole = full_run
     cfg = load_config(SMOKE, ADAPTIVE)
-    first = Driver(PhasedSearcher(build_plan(cfg, tmp_path, run_name="a-1"), max_concurrent=2))
+    plan = build_plan(cfg, tmp_path, run_name="a-1")
+    first = Driver(PhasedSearcher(plan, max_concurrent=2), row)
     n_search = sum(1 for t in whole.finished if whole.configs[t]["phase"] != "confirm")
     steps = n_search // 2 if kill_at == "searching" else n_search + 1
     for _ in range(steps):
@@ -154,7 +127,7 @@ def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, ful
     for trial_id, status in zip(first.searcher.state.live, (CONTINUE, RERUN), strict=False):
         records.append(TrialRecord(trial_id, status, first.configs[trial_id], trial_id))
     plan = build_plan(cfg, tmp_path, run_name="a-1")
-    second = Driver(PhasedSearcher(plan, max_concurrent=2, history=History(records)))
+    second = Driver(PhasedSearcher(plan, max_concurrent=2, history=History(records)), row)
     second.configs.update(first.configs)
     second.n = first.n
     while second.step():
@@ -174,7 +147,8 @@ def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, ful
 
 def test_a_spent_budget_stops_the_loop_and_says_so(tmp_path):
     cfg = load_config(SMOKE, [*ADAPTIVE, "budget.trials=6", "measure_noise_scale=false"])
-    driver = Driver(PhasedSearcher(build_plan(cfg, tmp_path, run_name="b-1"), max_concurrent=2))
+    plan = build_plan(cfg, tmp_path, run_name="b-1")
+    driver = Driver(PhasedSearcher(plan, max_concurrent=2), row)
     while driver.step():
         pass
     runs = [driver.configs[t] for t in driver.finished]

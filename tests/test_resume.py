@@ -16,12 +16,13 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import ROOT, SMOKE
+from driver import Driver
 
 from sweep import owner, resume
 from sweep.config import ConfigError, load_config
 from sweep.resume import CONTINUE, DONE, RERUN, History, TrialFolder, TrialRecord, config_key
 from sweep.runner import build_plan
-from sweep.search import PhasedSearcher, Searcher
+from sweep.search import PhasedSearcher
 from sweep.stopping import disk_full
 from sweep.studies import repair_journal
 
@@ -54,32 +55,6 @@ def row(trial_id: str, config: dict) -> dict:
     }
 
 
-class Driver:
-    """Ray's part, by hand: two trial slots, each suggestion finished in order."""
-
-    def __init__(self, searcher: PhasedSearcher) -> None:
-        self.searcher, self.n = searcher, 0
-        self.configs: dict[str, dict] = {}  # every trial id handed out, with its config
-        self.finished: list[str] = []
-
-    def step(self) -> bool:
-        """Fill the slots, finish the oldest running trial; False when the sweep is over."""
-        s = self.searcher
-        while len(s.state.live) < 2:
-            trial_id = f"t{self.n}"
-            config = s.suggest(trial_id)
-            if config in (None, Searcher.FINISHED):
-                break
-            self.n += 1
-            self.configs[trial_id] = config
-        if not s.state.live:
-            return False
-        trial_id = next(iter(s.state.live))
-        s.on_trial_complete(trial_id, row(trial_id, self.configs[trial_id]))
-        self.finished.append(trial_id)
-        return True
-
-
 def journal_trials(journal: Path) -> dict[str, list]:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal))
@@ -99,7 +74,7 @@ def test_a_kill_at_any_step_then_a_rebuilt_searcher_finishes_every_config_once(
 ):
     cfg = load_config(SMOKE, SWEEP)
     plan = build_plan(cfg, tmp_path, run_name="s-1")
-    first = Driver(PhasedSearcher(plan, max_concurrent=2))
+    first = Driver(PhasedSearcher(plan, max_concurrent=2), row)
     for _ in range(kill_after):
         first.step()
     # the kill, as the folders and Ray's state tell it afterwards: each running trial either
@@ -119,7 +94,7 @@ def test_a_kill_at_any_step_then_a_rebuilt_searcher_finishes_every_config_once(
             records.append(TrialRecord(trial_id, RERUN, config, trial_id))
 
     plan = build_plan(cfg, tmp_path, run_name="s-1")  # a new process: the same identity
-    second = Driver(PhasedSearcher(plan, max_concurrent=2, history=History(records)))
+    second = Driver(PhasedSearcher(plan, max_concurrent=2, history=History(records)), row)
     second.configs.update(first.configs)
     second.n = first.n  # Ray's trial ids are unique
     while second.step():
@@ -151,7 +126,8 @@ def test_a_kill_at_any_step_then_a_rebuilt_searcher_finishes_every_config_once(
 
 def test_a_lost_journal_is_rebuilt_from_the_trial_folders_without_running_more(tmp_path):
     cfg = load_config(SMOKE, SWEEP)
-    first = Driver(PhasedSearcher(build_plan(cfg, tmp_path, run_name="s-1"), max_concurrent=2))
+    plan = build_plan(cfg, tmp_path, run_name="s-1")
+    first = Driver(PhasedSearcher(plan, max_concurrent=2), row)
     for _ in range(8):
         first.step()
     records = [
@@ -175,7 +151,8 @@ def test_a_lost_journal_is_rebuilt_from_the_trial_folders_without_running_more(t
 
 def test_a_widened_study_reopened_after_a_restart_keeps_the_configured_sampler(tmp_path):
     cfg = load_config(SMOKE, [*SWEEP, "optuna.sampler=qmc", "grid.base_lr=0.005"])
-    first = Driver(PhasedSearcher(build_plan(cfg, tmp_path, run_name="s-1"), max_concurrent=2))
+    plan = build_plan(cfg, tmp_path, run_name="s-1")
+    first = Driver(PhasedSearcher(plan, max_concurrent=2), row)
     while first.step() and not any("widened" in n for n in first.searcher.state.notes):
         pass
     records = [
