@@ -9,7 +9,8 @@ accuracy is negated before it gets here):
 
 with z_B the standardised log batch size and noise ~ N(0, s_B**2): a floor per batch size, an
 asymmetric parabola around the optimum mu_B, warmup shifting the optimum (dmu) and the floor
-(df), curvatures and seed noise that may drift with B.
+(df), curvatures, the asymmetry and seed noise that may drift with B (the side towards
+divergence often steepens with B: the stability limit closes in on the optimum).
 
 A loss curve is a parabola in log lr only near its optimum: far below it the loss saturates at
 the untrained value, above it the loss explodes. So only the bottom of the basin is modelled:
@@ -43,6 +44,8 @@ LOG_S_BOUNDS = (-14.0, 6.0)  # log seed-noise sd
 TREND_BOUNDS = (-2.0, 2.0)  # drift of log curvature / log noise per sd of log B
 ASYM_BOUNDS = (-3.0, 3.0)  # log(cR / cL)
 MU_SLACK = 4.0  # decades beyond the lrs tried that a free optimum may lie
+DMU_BOUNDS = (-2.0, 2.0)  # decades a warmup may move the optimum: beyond it the warmup's few
+# trials would be fitted by an unrelated far-away basin (a ridge that traps the optimizer)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 N_GLOBAL = 5  # a, g, r, s0, s1
 
@@ -377,7 +380,7 @@ class Likelihood:
         w = np.where(cens, np.maximum(lam * (lam - q), 0.0), 1.0) / (s * s)  # on pred
         ws = np.where(cens, np.maximum(lam * (lam - q), 0.0) * q * q, 2.0)  # on log s
         a = -2.0 * t["c"] * t["dx"]  # d pred / d mu_i
-        # dense per-trial columns of pred: the shape's a, g, r, then warmup's dmu, df
+        # dense per-trial columns of pred: the shape's a, g, r, r1, then warmup's dmu, df
         zi = self.z[d.bi]
         dlc = t["c"] * t["dx"] ** 2
         cols = [dlc, dlc * zi, np.where(t["left"], 0.0, dlc)]
@@ -402,7 +405,7 @@ class Likelihood:
         h[:km, :km] = jmu.T @ (jmu * s_mm[:, None])
         h[:km, f] = (jmu * s_mf[:, None]).T
         h[f, f] = np.diag(s_ff)
-        # dense columns: positions of (a, g, r), dmu levels, df levels in the layout
+        # dense columns: positions of (a, g, r, r1), dmu levels, df levels in the layout
         pos = [
             lay.g.start,
             lay.g.start + 1,
@@ -458,6 +461,8 @@ class Likelihood:
             strict=True,
         ):
             b[j] = bnd
+        for j in range(lay.dmu.start, lay.dmu.stop):
+            b[j] = DMU_BOUNDS
         if self.model.kind == "saturating":
             lb = self.log_b
             b[1] = (float(lb.min()) - 4.0, float(lb.max()) + 4.0)  # log10 B_noise
@@ -557,7 +562,7 @@ def maximize(
 # ----------------------------------------------------------------------------- starting values
 
 
-def _start_free(design: Design, cut: float) -> np.ndarray:
+def start_free(design: Design, cut: float) -> np.ndarray:
     """Rough per-batch optima, floors, curvatures and noise for the free model."""
     nb, nw = design.nb, design.nw
     mu = np.zeros(nb)
@@ -604,7 +609,7 @@ def fit_model(
     """The maximum-likelihood fit of `model` (start: a vector of this model, or of FREE)."""
     lik = Likelihood(design, model, cut)
     if start is None:
-        start = _start_free(design, cut)
+        start = start_free(design, cut)
         if model.kind != "free":
             start = convert(start, design, model)
     elif len(start) != lik.n_params:
@@ -614,37 +619,51 @@ def fit_model(
     return Fit(model, lik.lay, params, ll, n_free, design.n, cut, ok)
 
 
-def fit_cut(design: Design, iterations: int = 12) -> tuple[float, Fit]:
+def fit_best(design: Design, model: MuModel, cut: float, starts: list[np.ndarray]) -> Fit:
+    """The best of the fits of `model` from several starting vectors.
+
+    The likelihood can have more than one maximum: with few trials near the bottom of a basin,
+    a free optimum far outside the lrs tried, or a rule whose misfit is absorbed by the basin's
+    shape (curvature and noise drifting with B), can each be a local maximum. A model that
+    nests another is therefore also started from the nested model's fit, so that it never ends
+    below it."""
+    fits = [fit_model(design, model, cut, start=s) for s in starts]
+    return max(fits, key=lambda f: f.loglik if math.isfinite(f.loglik) else -math.inf)
+
+
+def restrict(params: np.ndarray, design: Design, keep: np.ndarray) -> np.ndarray:
+    """A free-model parameter vector of `design` cut down to `design.subset(keep)`."""
+    used = np.unique(design.bi[keep])
+    nb = design.nb
+    return np.r_[params[:nb][used], params[nb : 2 * nb][used], params[2 * nb :]]
+
+
+def fit_cut(design: Design, iterations: int = 30) -> tuple[float, Fit]:
     """The censoring cut and the free model's fit at it.
 
     The cut is the basin height CUT_DECADES away from the optimum on its flatter side (at the
-    median batch size), but at least CUT_NOISE seed-noise sds. It is found by fixed-point
-    iteration from the curvature and noise of local parabolas, run to convergence (not to a
-    loose tolerance) so that the cut, and everything after it, moves smoothly with the data."""
+    median batch size), but at least CUT_NOISE seed-noise sds. It is found by a damped
+    fixed-point iteration (the geometric mean of the cut and the one the fit implies): an
+    undamped one can oscillate between two fits for ever. At every cut the free model is
+    fitted from the previous solution and from fresh starting values, and the better is kept
+    (the likelihood of a noisy sweep has several maxima; see `fit_best`)."""
     finite = np.isfinite(design.y)
     span = max(float(np.ptp(design.y[finite])) if finite.any() else 1.0, 1e-12)
-    rough = _start_free(design, span / 2)
+    rough = start_free(design, span / 2)
     cut = float(np.clip(_cut(rough[2 * design.nb : 2 * design.nb + N_GLOBAL]), 1e-9, span))
     fit = fit_model(design, FREE, cut)
-    for k in range(iterations):
+    for _ in range(iterations):
         new = cut_from(fit)
-        if abs(math.log(new / cut)) < 1e-6:
+        if abs(math.log(new / cut)) < 1e-4:
             break
-        cut = new
-        # fresh starting values too while the cut still moves a lot (another basin may win)
-        fit = (
-            _best_of(design, cut, fit.params)
-            if k < 2
-            else fit_model(design, FREE, cut, start=fit.params)
-        )
+        cut = math.sqrt(cut * new)
+        fit = _best_of(design, cut, fit.params)
     return cut, fit
 
 
 def _best_of(design: Design, cut: float, previous: np.ndarray) -> Fit:
     """The free fit at `cut` from the previous solution and from fresh starting values."""
-    a = fit_model(design, FREE, cut, start=previous)
-    b = fit_model(design, FREE, cut)
-    return a if a.loglik >= b.loglik - 1e-9 else b
+    return fit_best(design, FREE, cut, [previous, start_free(design, cut)])
 
 
 def cut_from(fit: Fit) -> float:

@@ -5,7 +5,9 @@ With margin delta (default 0.2), alpha's calibrated 95% interval decides:
 - `neither` first, when the saturating rule is clearly better than every power law (AICc lower
   by at least CLEAR_AICC) and its knee B_noise lies inside the measured range, or when the
   curved rule (a best lr that rises and then falls) is clearly better than every monotone one
-  with its peak inside the range;
+  with its peak inside the range; or when one of those two shapes, its knee or peak inside
+  the range, is the best rule and the linear and sqrt rules are both clearly worse than it
+  (`rejected`: alpha is then only the average slope of a bend);
 - `linear` when the interval lies inside [1 - delta, 1 + delta] and the linear rule is not
   clearly worse than the best rule; `sqrt` likewise inside [0.5 - delta, 0.5 + delta];
 - `neither` when the interval misses both margins (e.g. alpha = 0.75 measured to +-0.04 with
@@ -34,8 +36,8 @@ MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
 @dataclass(frozen=True)
 class Decision:
     verdict: str  # linear | sqrt | neither | inconclusive
-    reason: str  # too_few | unsettled | saturating | curved | inside_linear | inside_sqrt |
-    # outside | linear_worse | sqrt_worse | overlaps
+    reason: str  # too_few | unsettled | saturating | curved | rejected | inside_linear |
+    # inside_sqrt | outside | linear_worse | sqrt_worse | overlaps
     margin: float
     candidates: tuple[str, ...] = ()  # verdicts the interval still allows (inconclusive)
     half_width: float | None = None  # alpha interval half-width now
@@ -75,6 +77,8 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
         return Decision("neither", "saturating", margin)
     if _clearly_better(inf, "curved", MONOTONE) and _inside(inf.peak_b, inf):
         return Decision("neither", "curved", margin)
+    if _bend_rejects_both(inf):
+        return Decision("neither", "rejected", margin)
     lo, hi = inf.alpha_ci
     lo = -math.inf if lo is None else lo
     hi = math.inf if hi is None else hi
@@ -92,6 +96,23 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
     if _leaves_margins(lo, hi, reg):
         cands += ("neither",)
     return _undecided(inf, margin, "overlaps", cands, half)
+
+
+def _bend_rejects_both(inf: Inference) -> bool:
+    """Is a shape outside the power laws (saturating or curved) the best rule, with its knee or
+    peak inside the batch range, and the linear and the sqrt rule each clearly worse than it?
+    (Not with the feature outside: on a sparse design the curved rule can win by a degenerate
+    fit, and a planted linear law would then be called 'neither'.)"""
+    best = inf.best_model
+    feature = {"saturating": inf.b_noise, "curved": inf.peak_b}
+    return (
+        best in feature
+        and _inside(feature[best], inf)
+        and all(
+            rule in inf.rules and inf.rules[rule].aicc - inf.rules[best].aicc >= CLEAR_AICC
+            for rule in RULE_ALPHA
+        )
+    )
 
 
 def _leaves_margins(lo: float, hi: float, reg: dict[str, tuple[float, float]]) -> bool:

@@ -304,7 +304,10 @@ def infer(
             **out, n_model_trials=int(keep.sum()), ref_log_b=None, basin_width=_width(free)
         )
     sub = design.subset(keep)
-    sub_cut, sub_free = cut, basin.fit_model(sub, FREE, cut)
+    sub_cut = cut
+    sub_free = basin.fit_best(
+        sub, FREE, cut, [basin.restrict(free.params, design, keep), basin.start_free(sub, cut)]
+    )
     ref = float(sub.log_b.mean())
     rules = _fit_rules(sub, sub_cut, sub_free, ref, constant)
     power_fit = rules.pop("_power_fit")
@@ -368,7 +371,7 @@ def _edges_only(table: pd.DataFrame, metric: str, maximize: bool, log_scale: boo
 
 def _width(fit: Fit) -> float:
     """Decades from the optimum at which the basin rises by one noise sd (flatter side)."""
-    a, _, r, s0, _ = fit.globals
+    a, r, s0 = (float(fit.globals[k]) for k in (0, 2, 3))
     c = math.exp(a + min(r, 0.0))
     return math.sqrt(math.exp(s0) / c)
 
@@ -455,25 +458,39 @@ def _per_batch(
 
 
 def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -> dict:
-    rules: dict = {}
+    """Every rule fitted by maximum likelihood. A rule that nests others starts from their
+    fits as well as from the free optima (`basin.fit_best`): the power law from linear, sqrt
+    and constant (and those again from the power law's fit); the curved rule from the power
+    law; the saturating rule from its two limits (constant for a knee far below the range,
+    linear far above it)."""
     fits: dict[str, Fit] = {}
-    names = ["power", "linear", "sqrt", "saturating", "curved"] + (
-        ["constant"] if constant else []
-    )
-    for name in names:
-        model = _mu_model(name, ref)
-        f = fit_model(sub, model, cut, start=free.params)
-        if name == "saturating":
-            # two starts: a knee inside the range and one far above it (nearly linear)
-            lb = sub.log_b
-            alt = basin.convert(free.params, sub, model)
-            alt[0], alt[1] = float(np.max(free.params[: sub.nb])) + 3.0, float(lb.max()) + 3.0
-            g = fit_model(sub, model, cut, start=alt)
-            f = g if g.loglik > f.loglik else f
-        if name == "curved" and len(sub.batches) < 4:
-            continue
-        fits[name] = f
-        rules[name] = RuleFit(
+    fixed_names = ["linear", "sqrt"] + (["constant"] if constant else [])
+    for name in fixed_names:
+        fits[name] = fit_model(sub, _mu_model(name, ref), cut, start=free.params)
+    power = _mu_model("power", ref)
+    starts = [basin.convert(free.params, sub, power)]
+    for _ in range(3):  # power from the fixed rules, and the fixed rules back from power
+        starts += [
+            np.r_[fits[n].params[0], FIXED_ALPHA[n], fits[n].params[1:]] for n in fixed_names
+        ]
+        fits["power"] = basin.fit_best(sub, power, cut, starts)
+        p = fits["power"].params
+        starts = [p]
+        improved = False
+        for name in fixed_names:
+            again = fit_model(sub, _mu_model(name, ref), cut, start=np.r_[p[0], p[2:]])
+            if again.loglik > fits[name].loglik + 1e-6:
+                fits[name], improved = again, True
+        if not improved:
+            break
+    if len(sub.batches) >= 4:
+        curved = _mu_model("curved", ref)
+        fits["curved"] = basin.fit_best(
+            sub, curved, cut, [basin.convert(free.params, sub, curved), np.r_[p[:2], 0.0, p[2:]]]
+        )
+    fits["saturating"] = basin.fit_best(sub, SATURATING, cut, _saturating_starts(sub, free, fits))
+    rules: dict = {
+        name: RuleFit(
             name,
             f.loglik,
             f.n_params,
@@ -481,9 +498,27 @@ def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -
             tuple(float(v) for v in f.params[: f.layout.k_mu]),
             f.converged,
         )
+        for name, f in fits.items()
+    }
     rules["_power_fit"] = fits["power"]
     rules["_saturating_fit"] = fits["saturating"]
     return rules
+
+
+def _saturating_starts(sub: Design, free: Fit, fits: dict[str, Fit]) -> list[np.ndarray]:
+    """lr_max / (1 + B_noise / B): from the free optima (a knee inside the range), and from
+    its limits: B_noise far above the range (linear: lr_max = lr(B) B_noise / B) and far below
+    it (constant: lr_max = lr)."""
+    lb = sub.log_b
+    starts = [basin.convert(free.params, sub, SATURATING)]
+    far = float(lb.max()) + 3.0
+    lin = fits["linear"].params
+    # linear's mu = a + (log B - ref) = log lr_max - log B_noise + log B for B << B_noise
+    starts.append(np.r_[lin[0] - float(lb.mean()) + far, far, lin[1:]])
+    if "constant" in fits:
+        const = fits["constant"].params
+        starts.append(np.r_[const[0], float(lb.min()) - 3.0, const[1:]])
+    return starts
 
 
 def _alpha(
@@ -534,5 +569,7 @@ def _b_noise(sub: Design, cut: float, sat: Fit, quick: bool = False):
     lo = None if lo is None or lo <= lo_b + 1e-3 else lo
     hi = None if hi is None or hi >= hi_b - 1e-3 else hi
     b_noise = None if at_bound else float(10**v)
-    lr_max = None if v >= hi_b - 1e-3 else float(10 ** sat.params[0])
+    lr_max = (
+        None if v >= hi_b - 1e-3 or not abs(sat.params[0]) < 300 else float(10 ** sat.params[0])
+    )
     return b_noise, (None if lo is None else 10**lo, None if hi is None else 10**hi), lr_max

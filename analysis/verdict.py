@@ -214,6 +214,17 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
             f"clearly better than every monotone one. {evidence}"
         )
         return Verdict("neither", text, linear_range, notes)
+    if dec.reason == "rejected":
+        shape = {
+            "saturating": "saturating lr_max / (1 + B_noise / B)",
+            "curved": "log-quadratic (rises, then falls)",
+        }[inf.best_model]
+        text = (
+            f"Neither rule {span}: the {shape} rule fits best, and the linear and sqrt rules "
+            f"are each clearly worse than it (AICc higher by {CLEAR_AICC:g} or more); a "
+            f"single power law's alpha is only the average slope of a bend here. {evidence}"
+        )
+        return Verdict("neither", text, linear_range, notes)
     if dec.reason in ("inside_linear", "inside_sqrt"):
         rule = dec.reason.split("_")[1]
         name = {"linear": "Linear rule", "sqrt": "Square-root rule"}[rule]
@@ -240,11 +251,6 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         f"(equivalence margins: linear {margin_text['linear']}, sqrt {margin_text['sqrt']}). "
         f"{evidence}"
     )
-    if dec.reason == "unsettled":
-        return (
-            "Run more trials on both flanks of every batch size's best lr (about a third of "
-            "a decade out on each side), with new seeds, until the fit settles."
-        )
     if dec.reason.endswith("_worse"):
         rule = dec.reason.split("_")[0]
         text = (

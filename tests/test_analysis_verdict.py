@@ -92,6 +92,25 @@ def test_a_peak_inside_the_range_is_neither():
     assert decide(_inf((-0.1, 0.1), aicc=aicc, peak=20.0)).reason == "curved"
 
 
+def test_a_bend_that_fits_best_with_both_rules_clearly_worse_is_neither():
+    """Linear, then flat: the saturating rule fits best, its knee inside the range, but not
+    clearly better than the power law, whose interval sits inside the linear margin; linear and
+    sqrt are each clearly worse than the best rule: neither."""
+    aicc = {"linear": 53.0, "sqrt": 98.0, "power": 4.8, "saturating": 0.0, "curved": 1.5}
+    inf = _inf((0.82, 0.86), aicc=aicc, b_noise=30.0)
+    dec = decide(inf)
+    assert (dec.verdict, dec.reason) == ("neither", "rejected")
+    assert "linear and sqrt rules are each clearly worse" in explain(inf, dec).paragraph
+    # the knee outside the range (a sparse design's degenerate bend): the interval decides
+    assert decide(_inf((0.82, 0.86), aicc=aicc, b_noise=5000.0)).reason == "linear_worse"
+    # the power law itself best: 'close to linear, not exactly'
+    power_best = {**aicc, "power": -1.0}
+    assert decide(_inf((0.82, 0.86), aicc=power_best, b_noise=30.0)).reason == "linear_worse"
+    # one of the rules not clearly worse: the interval decides
+    lin_ok = {**aicc, "linear": 8.0}
+    assert decide(_inf((0.82, 0.86), aicc=lin_ok, b_noise=30.0)).verdict == "linear"
+
+
 def test_an_undecided_verdict_says_what_would_decide_it():
     inf = _inf((0.55, 1.05), alpha=0.9)
     dec = decide(inf)
