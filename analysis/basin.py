@@ -43,6 +43,8 @@ LOG_C_BOUNDS = (-12.0, 12.0)  # log curvature per decade^2
 LOG_S_BOUNDS = (-14.0, 6.0)  # log seed-noise sd
 TREND_BOUNDS = (-2.0, 2.0)  # drift of log curvature / log noise per sd of log B
 ASYM_BOUNDS = (-3.0, 3.0)  # log(cR / cL)
+CUT_TOL = 1e-3  # the cut's fixed point, relative
+FRESH_STEPS = 4  # steps of the cut's search that also try fresh starting values
 MU_SLACK = 4.0  # decades beyond the lrs tried that a free optimum may lie
 DMU_BOUNDS = (-2.0, 2.0)  # decades a warmup may move the optimum: beyond it the warmup's few
 # trials would be fitted by an unrelated far-away basin (a ridge that traps the optimizer)
@@ -638,26 +640,31 @@ def restrict(params: np.ndarray, design: Design, keep: np.ndarray) -> np.ndarray
     return np.r_[params[:nb][used], params[nb : 2 * nb][used], params[2 * nb :]]
 
 
-def fit_cut(design: Design, iterations: int = 30) -> tuple[float, Fit]:
+def fit_cut(design: Design, iterations: int = 15) -> tuple[float, Fit]:
     """The censoring cut and the free model's fit at it.
 
     The cut is the basin height CUT_DECADES away from the optimum on its flatter side (at the
     median batch size), but at least CUT_NOISE seed-noise sds. It is found by a damped
     fixed-point iteration (the geometric mean of the cut and the one the fit implies): an
-    undamped one can oscillate between two fits for ever. At every cut the free model is
-    fitted from the previous solution and from fresh starting values, and the better is kept
-    (the likelihood of a noisy sweep has several maxima; see `fit_best`)."""
+    undamped one can oscillate between two fits for ever. In the first FRESH_STEPS steps the
+    free model is fitted from the previous solution and from fresh starting values, and the
+    better is kept (the likelihood of a noisy sweep has several maxima; see `fit_best`); after
+    them the cut moves little and the previous solution is the start."""
     finite = np.isfinite(design.y)
     span = max(float(np.ptp(design.y[finite])) if finite.any() else 1.0, 1e-12)
     rough = start_free(design, span / 2)
     cut = float(np.clip(_cut(rough[2 * design.nb : 2 * design.nb + N_GLOBAL]), 1e-9, span))
     fit = fit_model(design, FREE, cut)
-    for _ in range(iterations):
+    for k in range(iterations):
         new = cut_from(fit)
-        if abs(math.log(new / cut)) < 1e-4:
+        if abs(math.log(new / cut)) < CUT_TOL:
             break
         cut = math.sqrt(cut * new)
-        fit = _best_of(design, cut, fit.params)
+        fit = (
+            _best_of(design, cut, fit.params)
+            if k < FRESH_STEPS
+            else fit_model(design, FREE, cut, start=fit.params)
+        )
     return cut, fit
 
 
