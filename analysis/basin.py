@@ -9,8 +9,7 @@ accuracy is negated before it gets here):
 
 with z_B the standardised log batch size and noise ~ N(0, s_B**2): a floor per batch size, an
 asymmetric parabola around the optimum mu_B, warmup shifting the optimum (dmu) and the floor
-(df), curvatures, the asymmetry and seed noise that may drift with B (the side towards
-divergence often steepens with B: the stability limit closes in on the optimum).
+(df), curvatures and seed noise that may drift with B.
 
 A loss curve is a parabola in log lr only near its optimum: far below it the loss saturates at
 the untrained value, above it the loss explodes. So only the bottom of the basin is modelled:
@@ -382,7 +381,7 @@ class Likelihood:
         w = np.where(cens, np.maximum(lam * (lam - q), 0.0), 1.0) / (s * s)  # on pred
         ws = np.where(cens, np.maximum(lam * (lam - q), 0.0) * q * q, 2.0)  # on log s
         a = -2.0 * t["c"] * t["dx"]  # d pred / d mu_i
-        # dense per-trial columns of pred: the shape's a, g, r, r1, then warmup's dmu, df
+        # dense per-trial columns of pred: the shape's a, g, r, then warmup's dmu, df
         zi = self.z[d.bi]
         dlc = t["c"] * t["dx"] ** 2
         cols = [dlc, dlc * zi, np.where(t["left"], 0.0, dlc)]
@@ -407,7 +406,7 @@ class Likelihood:
         h[:km, :km] = jmu.T @ (jmu * s_mm[:, None])
         h[:km, f] = (jmu * s_mf[:, None]).T
         h[f, f] = np.diag(s_ff)
-        # dense columns: positions of (a, g, r, r1), dmu levels, df levels in the layout
+        # dense columns: positions of (a, g, r), dmu levels, df levels in the layout
         pos = [
             lay.g.start,
             lay.g.start + 1,

@@ -304,16 +304,15 @@ def infer(
             **out, n_model_trials=int(keep.sum()), ref_log_b=None, basin_width=_width(free)
         )
     sub = design.subset(keep)
-    sub_cut = cut
     sub_free = basin.fit_best(
         sub, FREE, cut, [basin.restrict(free.params, design, keep), basin.start_free(sub, cut)]
     )
     ref = float(sub.log_b.mean())
-    rules = _fit_rules(sub, sub_cut, sub_free, ref, constant)
+    rules = _fit_rules(sub, cut, sub_free, ref, constant)
     power_fit = rules.pop("_power_fit")
     sat_fit = rules.pop("_saturating_fit")
-    alpha, ci_chi2, ci, cal = _alpha(sub, sub_cut, power_fit, ref, rng, replicates, level)
-    b_noise, b_ci, lr_max = _b_noise(sub, sub_cut, sat_fit, quick)
+    alpha, ci_chi2, ci, cal = _alpha(sub, cut, power_fit, ref, rng, replicates, level)
+    b_noise, b_ci, lr_max = _b_noise(sub, cut, sat_fit, quick)
     peak = None
     if "curved" in rules:
         a, b1, c2 = rules["curved"].mu_params
@@ -323,7 +322,7 @@ def infer(
     if warmup and sub.nw > 1:
         from analysis.warmup_test import warmup_test
 
-        wt = warmup_test(sub, sub_cut, sub_free)
+        wt = warmup_test(sub, cut, sub_free)
     return Inference(
         **out,
         n_model_trials=sub.n,
@@ -488,7 +487,9 @@ def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -
         fits["curved"] = basin.fit_best(
             sub, curved, cut, [basin.convert(free.params, sub, curved), np.r_[p[:2], 0.0, p[2:]]]
         )
-    fits["saturating"] = basin.fit_best(sub, SATURATING, cut, _saturating_starts(sub, free, fits))
+    fits["saturating"] = basin.fit_best(
+        sub, SATURATING, cut, _saturating_starts(sub, free, fits, ref)
+    )
     rules: dict = {
         name: RuleFit(
             name,
@@ -505,7 +506,9 @@ def _fit_rules(sub: Design, cut: float, free: Fit, ref: float, constant: bool) -
     return rules
 
 
-def _saturating_starts(sub: Design, free: Fit, fits: dict[str, Fit]) -> list[np.ndarray]:
+def _saturating_starts(
+    sub: Design, free: Fit, fits: dict[str, Fit], ref: float
+) -> list[np.ndarray]:
     """lr_max / (1 + B_noise / B): from the free optima (a knee inside the range), and from
     its limits: B_noise far above the range (linear: lr_max = lr(B) B_noise / B) and far below
     it (constant: lr_max = lr)."""
@@ -514,7 +517,7 @@ def _saturating_starts(sub: Design, free: Fit, fits: dict[str, Fit]) -> list[np.
     far = float(lb.max()) + 3.0
     lin = fits["linear"].params
     # linear's mu = a + (log B - ref) = log lr_max - log B_noise + log B for B << B_noise
-    starts.append(np.r_[lin[0] - float(lb.mean()) + far, far, lin[1:]])
+    starts.append(np.r_[lin[0] - ref + far, far, lin[1:]])
     if "constant" in fits:
         const = fits["constant"].params
         starts.append(np.r_[const[0], float(lb.min()) - 3.0, const[1:]])
