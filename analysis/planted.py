@@ -13,7 +13,8 @@ from a planted truth (`Truth`) with one of these designs (`Design`):
 The truth is deliberately not the analysis model: the loss saturates at the untrained value
 far below the optimum, rises with a cubic skew above it, can hit a divergence cliff (the run
 blows up although the loss just below is low) that closes in with the batch size, warmup
-shifts the optimum and the floor and raises the cliff, seed noise grows with B.
+shifts the optimum and the floor and raises the cliff, seed noise grows with B (and, in the
+`lr_noise` scenario, with the lr, as SGD's own noise does).
 
 `benchmarks/bench_verdict.py` runs many replicates per scenario and prints coverage and the
 shares of right and wrong verdicts; the tests run a few.
@@ -42,6 +43,8 @@ class Truth:
     skew: float = 0.5  # cubic term above the optimum
     noise: float = 0.01  # seed-noise sd at the smallest batch size
     noise_slope: float = 0.1  # log2 growth of the noise sd per doubling of B
+    noise_lr: float = 0.0  # log10 growth of the noise sd per decade of lr (from the optimum):
+    # SGD's own noise scales with lr / B, and after few epochs it dominates the seed noise
     cliff0: float = 1.0  # decades from the optimum to the divergence cliff at the smallest B
     cliff_slope: float = 0.1  # the cliff closes in by this many decades per doubling of B
     cliff_min: float = 0.25
@@ -67,8 +70,11 @@ class Truth:
         cliff += self.warmup_cliff if warmup > 0 else 0.0
         return floor + np.where(d < 0, left, right), d > cliff
 
-    def noise_sd(self, b: float, b_min: float) -> float:
-        return self.noise * 2 ** (self.noise_slope * math.log2(b / b_min))
+    def noise_sd(self, b: float, b_min: float, d: float = 0.0) -> float:
+        """Seed-noise sd at batch size b, d decades of lr from its optimum."""
+        return (
+            self.noise * 2 ** (self.noise_slope * math.log2(b / b_min)) * 10 ** (self.noise_lr * d)
+        )
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def _trial(
     partial: float,
 ) -> float:
     mean, div = truth.loss(b, np.array([x]), w, b_min)
-    y = float(mean[0] + rng.normal(0, truth.noise_sd(b, b_min)))
+    y = float(mean[0] + rng.normal(0, truth.noise_sd(b, b_min, x - truth.optimum(b, w))))
     status = "diverged" if div[0] else ("partial" if rng.random() < partial else "done")
     rows.append(
         {
@@ -253,6 +259,13 @@ def scenarios() -> dict[str, Scenario]:
             "linear",
             1.0,
             "seed noise 3x: the rules should often stay undecided",
+        ),
+        "lr_noise": Scenario(
+            replace(lin, noise_lr=1.0),
+            opt,
+            "linear",
+            1.0,
+            "seed noise 10x per decade of lr (SGD noise, as on the quadratic problem)",
         ),
         "narrow": Scenario(
             sq,

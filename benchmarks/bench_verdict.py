@@ -4,8 +4,9 @@
 
 For every scenario of `analysis.planted` (Optuna-like adaptive designs, one seed, grid told
 first, two warmups, asymmetric basins, divergence cliffs, an intermediate alpha, saturating,
-constant, underpowered, a clean 13-lr grid) it simulates `--reps` sweeps, runs the analysis
-(`analysis.inference.infer` + `analysis.decision.decide`) and prints:
+constant, underpowered, seed noise growing with the lr, a clean 13-lr grid) it simulates
+`--reps` sweeps, runs the analysis (`analysis.inference.infer` + `analysis.decision.decide`)
+and prints:
 
 - alpha: the share of replicates whose 95% interval holds the planted alpha (goal >= 0.9);
 - mu_B: the share of located per-batch intervals that hold the planted optimum;

@@ -127,7 +127,7 @@ def test_too_few_located_optima_is_inconclusive():
     assert decide(inf).reason == "too_few"
 
 
-@pytest.mark.parametrize("name", ["linear", "sqrt", "alpha_075", "cliff", "narrow"])
+@pytest.mark.parametrize("name", ["linear", "sqrt", "alpha_075", "cliff", "narrow", "lr_noise"])
 def test_planted_sweeps_are_right_or_undecided(name):
     """Adaptive Optuna-like design, one seed, grid told first, two warmups, asymmetric basin,
     divergence cliff: over a few replicates no verdict contradicts the planted law and the
