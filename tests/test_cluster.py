@@ -307,8 +307,10 @@ def test_node_local_storage_on_two_nodes_fails_before_any_trial(ray_cluster, tmp
 def test_smoke_sweep_spreads_over_both_nodes_and_the_analysis_reads_it(ray_cluster, tmp_path):
     address, token, logs = ray_cluster
     storage = tmp_path / "shared"
-    # no RAY_AUTH_MODE here: the sweep must switch token mode on itself for --address
-    out = _sweep(address, token, storage, "--shared-storage")
+    # no RAY_AUTH_MODE here: the sweep must switch token mode on itself for --address.
+    # 6-epoch trials: with 2-epoch ones (about 1 s each) the head node once ran all 12 before
+    # the worker node's first trial process had started, under make test's load
+    out = _sweep(address, token, storage, "--shared-storage", *sets("epochs=6"))
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     assert "2 nodes" in out.stdout and "0 GPUs" in out.stdout
     assert "seen by 2 of 2 nodes" in out.stdout
@@ -319,7 +321,7 @@ def test_smoke_sweep_spreads_over_both_nodes_and_the_analysis_reads_it(ray_clust
     rows = [
         json.loads(line) for t in trials for line in (t / "result.json").read_text().splitlines()
     ]
-    assert len(rows) == 24  # 2 epochs each
+    assert len(rows) == 72  # 6 epochs each
     nodes = {r["node_id"] for r in rows}
     assert len(nodes) == 2, nodes  # trials ran on both nodes
     assert all(r["hostname"] == socket.gethostname() for r in rows)
