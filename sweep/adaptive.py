@@ -143,16 +143,9 @@ class Loop:
     def budget_spent(self, n_adaptive: int, minutes: float) -> bool:
         return design.stop_reason(False, n_adaptive, minutes, self.plan.budget) is not None
 
-    def propose(
-        self,
-        done: list[Done],
-        pending: dict[int, int],
-        warmups: list[float],
-        running: tuple[tuple[int, float, float], ...] = (),
-    ):
+    def propose(self, done: list[Done], pending: dict[int, int], warmups: list[float]):
         """The next trial's `design.Proposal` (finished and running trials counted; `pending`:
-        running or queued trials per batch size; `running`: the adaptive ones' batch size,
-        log10 lr and warmup)."""
+        running or queued trials per batch size)."""
         table = frame(done, self.metric)
         counts = table.groupby("batch_size").size().to_dict()
         for b, n in pending.items():
@@ -164,14 +157,7 @@ class Loop:
             return design.Proposal(b, c - h, c + h, None, None, "start")
         busy = frozenset(b for b, n in pending.items() if n)
         prop = design.propose(
-            inf,
-            self.batch_sizes,
-            counts,
-            warmups,
-            self.plan.centre,
-            self.plan.start_half,
-            busy,
-            running,
+            inf, self.batch_sizes, counts, warmups, self.plan.centre, self.plan.start_half, busy
         )
         return clamp(prop, done)
 
