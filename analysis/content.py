@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.basin import CUT_DECADES, CUT_NOISE
 from analysis.compare import COINCIDE_TOL, RULE_TOL, RULES
-from analysis.decision import CLEAR_AICC, regions
+from analysis.decision import CLEAR_AICC, SUPPORT_AICC, regions
 from analysis.inference import MIN_POINTS, Inference
 from analysis.noise import comparison_text
 from analysis.optimizers import optimizer_text
@@ -408,8 +408,10 @@ def method_lines(a: Analysis) -> list[str]:
         "(rises then falls: the surge of Li et al. 2024), each fitted inside the same model and "
         "compared by AICc on the trials' likelihood.",
         f"Verdict by equivalence: linear only when alpha's interval lies inside "
-        f"[{reg['linear'][0]:.2f}, {reg['linear'][1]:.2f}] and the linear rule is not clearly "
-        f"worse (AICc by {CLEAR_AICC:g}) than the best; sqrt likewise inside "
+        f"[{reg['linear'][0]:.2f}, {reg['linear'][1]:.2f}], the linear rule is not clearly "
+        f"worse (AICc by {CLEAR_AICC:g}) than the best, and no rule that bends inside the "
+        f"batch range (saturating knee, log-quadratic peak) is within {SUPPORT_AICC:g} AICc of "
+        f"it; sqrt likewise inside "
         f"[{reg['sqrt'][0]:.2f}, {reg['sqrt'][1]:.2f}]; neither when the interval misses both "
         "margins, or the saturating (knee inside the range) or log-quadratic rule is clearly "
         "better; otherwise inconclusive, with what would decide it. An interval that merely "

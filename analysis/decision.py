@@ -8,8 +8,11 @@ With margin delta (default 0.2), alpha's calibrated 95% interval decides:
   with its peak inside the range; or when one of those two shapes, its knee or peak inside
   the range, is the best rule and the linear and sqrt rules are both clearly worse than it
   (`rejected`: alpha is then only the average slope of a bend);
-- `linear` when the interval lies inside [1 - delta, 1 + delta] and the linear rule is not
-  clearly worse than the best rule; `sqrt` likewise inside [0.5 - delta, 0.5 + delta];
+- `linear` when the interval lies inside [1 - delta, 1 + delta], the linear rule is not
+  clearly worse than the best rule, and no rule that bends inside the range (saturating with
+  its knee there, curved with its peak there) has substantial support beside it (AICc less
+  than SUPPORT_AICC above the linear rule's); `sqrt` likewise inside [0.5 - delta, 0.5 +
+  delta];
 - `neither` when the interval misses both margins (e.g. alpha = 0.75 measured to +-0.04 with
   delta = 0.2, or alpha near 0: no lr change);
 - `inconclusive` otherwise, with the verdicts still possible and how much narrower the
@@ -29,6 +32,7 @@ from analysis.inference import MIN_POINTS, Inference
 MARGIN = 0.2
 MAX_MARGIN = 0.25  # beyond it the two margins overlap and an interval could lie in both
 CLEAR_AICC = 10.0  # "clearly better / worse" (Burnham & Anderson: essentially no support)
+SUPPORT_AICC = 2.0  # within this of the best: substantial support (Burnham & Anderson)
 RULE_ALPHA = {"linear": 1.0, "sqrt": 0.5}
 MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
 
@@ -37,7 +41,7 @@ MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
 class Decision:
     verdict: str  # linear | sqrt | neither | inconclusive
     reason: str  # too_few | unsettled | saturating | curved | rejected | inside_linear |
-    # inside_sqrt | outside | linear_worse | sqrt_worse | overlaps
+    # inside_sqrt | outside | linear_worse | sqrt_worse | bend_supported | overlaps
     margin: float
     candidates: tuple[str, ...] = ()  # verdicts the interval still allows (inconclusive)
     half_width: float | None = None  # alpha interval half-width now
@@ -89,6 +93,8 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
         if a <= lo and hi <= b:
             if inf.rules[rule].aicc - best > CLEAR_AICC:
                 return _undecided(inf, margin, f"{rule}_worse", (rule, "neither"), half)
+            if _bend_supported(inf, rule):
+                return _undecided(inf, margin, "bend_supported", (rule, "neither"), half)
             return Decision(rule, f"inside_{rule}", margin, half_width=half)
     if all(hi < a or lo > b for a, b in reg.values()):
         return Decision("neither", "outside", margin, half_width=half)
@@ -96,6 +102,21 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
     if _leaves_margins(lo, hi, reg):
         cands += ("neither",)
     return _undecided(inf, margin, "overlaps", cands, half)
+
+
+def _bend_supported(inf: Inference, rule: str) -> bool:
+    """Does a shape that bends inside the batch range (saturating with its knee inside, curved
+    with its peak inside) fit about as well as `rule` (AICc within SUPPORT_AICC)? Alpha's
+    interval then measures the slope of a power law that may not hold: seen on the exact
+    quadratic problem over B = 4..1024 (linear, then flat above B ~ 256), where the few
+    trials at the largest batch size left alpha inside the linear margin while the saturating
+    rule fitted as well or better; the verdict said `linear`."""
+    feature = {"saturating": inf.b_noise, "curved": inf.peak_b}
+    mine = inf.rules[rule].aicc
+    return any(
+        name in inf.rules and _inside(b, inf) and inf.rules[name].aicc < mine + SUPPORT_AICC
+        for name, b in feature.items()
+    )
 
 
 def _bend_rejects_both(inf: Inference) -> bool:
@@ -133,8 +154,9 @@ def _undecided(
     of batch sizes))."""
     alpha = float(inf.alpha)
     need = _room(alpha, margin)
-    if reason.endswith("_worse"):
-        need = None  # the interval is inside a margin already; the exact rule is rejected
+    if reason.endswith("_worse") or reason == "bend_supported":
+        need = None  # the interval is inside a margin already; the exact rule is rejected,
+        # or a bend fits as well
     factor = rng_factor = None
     if need is not None and need > 0 and math.isfinite(half):
         factor = (half / need) ** 2

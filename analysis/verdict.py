@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.decision import CLEAR_AICC, Decision, regions
+from analysis.decision import CLEAR_AICC, SUPPORT_AICC, Decision, regions
 from analysis.inference import MIN_POINTS, Inference
 
 LINEAR_SLOPE = 0.8  # the linear rule "holds" while the saturating rule's local slope >= this
@@ -160,6 +160,13 @@ def what_to_run(inf: Inference, dec: Decision) -> str:
             f"say 'close to {rule}, not exactly'. A narrower --margin would call it "
             f"'neither'; a wider one accepts it."
         )
+    if dec.reason == "bend_supported":
+        return (
+            f"alpha lies inside the {dec.candidates[0]} margin (+-{dec.margin:g}), but a rule "
+            f"that bends inside the batch range fits about as well (AICc within "
+            f"{SUPPORT_AICC:g}): pin the optima of the largest batch sizes (more trials on "
+            f"both flanks of their basins, new seeds), or extend the range beyond the bend."
+        )
     if dec.needed_half_width is None or dec.trials_factor is None:
         return "The alpha interval is open on one side: locate the optimum of more batch sizes."
     b_lo, b_hi = inf.batch_range
@@ -257,6 +264,13 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
             f"Inconclusive {span}: alpha's interval lies inside the {rule} margin "
             f"{margin_text[rule]}, but the exact {rule} rule is clearly worse than the best "
             f"rule. {evidence}"
+        )
+    if dec.reason == "bend_supported":
+        rule = dec.candidates[0]
+        text = (
+            f"Inconclusive {span}: alpha's interval lies inside the {rule} margin "
+            f"{margin_text[rule]}, but a rule that bends inside the range (a knee or a peak) "
+            f"fits about as well, so the power law behind alpha may not hold. {evidence}"
         )
     return Verdict("inconclusive", text, linear_range, (*notes, what_to_run(inf, dec)))
 

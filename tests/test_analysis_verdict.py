@@ -82,9 +82,14 @@ def test_a_clearly_better_saturating_rule_with_its_knee_inside_is_neither():
     # with its knee outside the batch range it is not the reason; alpha decides (and sqrt,
     # clearly worse than the best rule, is not accepted)
     assert decide(_inf((0.45, 0.55), aicc=aicc, b_noise=500.0)).reason == "sqrt_worse"
-    # and a saturating rule only slightly better does not override alpha either
+    # a saturating rule better, but not clearly, does not make it neither; it does keep
+    # sqrt from being called (see test_a_supported_bend_inside_the_range_...)
     close = {**aicc, "power": 5.0, "sqrt": 6.0}
-    assert decide(_inf((0.45, 0.55), aicc=close, b_noise=30.0)).verdict == "sqrt"
+    dec = decide(_inf((0.45, 0.55), aicc=close, b_noise=30.0))
+    assert (dec.verdict, dec.reason) == ("inconclusive", "bend_supported")
+    # and one that fits worse than sqrt by 2 AICc or more does not stop it
+    worse = {**close, "saturating": 8.5}
+    assert decide(_inf((0.45, 0.55), aicc=worse, b_noise=30.0)).verdict == "sqrt"
 
 
 def test_a_peak_inside_the_range_is_neither():
@@ -106,9 +111,33 @@ def test_a_bend_that_fits_best_with_both_rules_clearly_worse_is_neither():
     # the power law itself best: 'close to linear, not exactly'
     power_best = {**aicc, "power": -1.0}
     assert decide(_inf((0.82, 0.86), aicc=power_best, b_noise=30.0)).reason == "linear_worse"
-    # one of the rules not clearly worse: the interval decides
+    # one of the rules not clearly worse, but the bend still fits better: undecided
     lin_ok = {**aicc, "linear": 8.0}
-    assert decide(_inf((0.82, 0.86), aicc=lin_ok, b_noise=30.0)).verdict == "linear"
+    assert decide(_inf((0.82, 0.86), aicc=lin_ok, b_noise=30.0)).reason == "bend_supported"
+
+
+def test_a_supported_bend_inside_the_range_keeps_linear_undecided():
+    """Seen on the exact quadratic problem over B = 4..1024 (linear, then flat above B ~ 256):
+    alpha's interval inside the linear margin, the saturating rule with its knee inside the
+    range about as good as the linear rule; the verdict said `linear`."""
+    aicc = {"linear": 0.0, "sqrt": 40.0, "power": 1.5, "saturating": 1.0, "curved": 3.0}
+    inf = _inf((0.95, 1.09), aicc=aicc, b_noise=30.0)
+    dec = decide(inf)
+    assert (dec.verdict, dec.reason) == ("inconclusive", "bend_supported")
+    assert dec.candidates == ("linear", "neither")
+    words = explain(inf, dec)
+    assert "bends inside the range" in words.paragraph
+    assert "pin the optima of the largest batch sizes" in words.notes[-1]
+    # the bend 2 AICc or more worse than the linear rule: linear
+    assert decide(_inf((0.95, 1.09), aicc={**aicc, "saturating": 2.5}, b_noise=30.0)).verdict == (
+        "linear"
+    )
+    # the knee outside the batch range (8..64): no bend inside it; linear
+    assert decide(_inf((0.95, 1.09), aicc=aicc, b_noise=5000.0)).verdict == "linear"
+    # a peak inside the range, as good as linear: undecided too
+    peaked = {**aicc, "saturating": 9.0, "curved": 0.5}
+    dec = decide(_inf((0.95, 1.09), aicc=peaked, b_noise=30.0, peak=40.0))
+    assert dec.reason == "bend_supported"
 
 
 def test_an_undecided_verdict_says_what_would_decide_it():
