@@ -143,9 +143,16 @@ class Loop:
     def budget_spent(self, n_adaptive: int, minutes: float) -> bool:
         return design.stop_reason(False, n_adaptive, minutes, self.plan.budget) is not None
 
-    def propose(self, done: list[Done], pending: dict[int, int], warmups: list[float]):
+    def propose(
+        self,
+        done: list[Done],
+        pending: dict[int, int],
+        warmups: list[float],
+        running: tuple[tuple[int, float, float], ...] = (),
+    ):
         """The next trial's `design.Proposal` (finished and running trials counted; `pending`:
-        running or queued trials per batch size)."""
+        running or queued trials per batch size; `running`: the adaptive ones' batch size,
+        log10 lr and warmup)."""
         table = frame(done, self.metric)
         counts = table.groupby("batch_size").size().to_dict()
         for b, n in pending.items():
@@ -157,7 +164,14 @@ class Loop:
             return design.Proposal(b, c - h, c + h, None, None, "start")
         busy = frozenset(b for b, n in pending.items() if n)
         prop = design.propose(
-            inf, self.batch_sizes, counts, warmups, self.plan.centre, self.plan.start_half, busy
+            inf,
+            self.batch_sizes,
+            counts,
+            warmups,
+            self.plan.centre,
+            self.plan.start_half,
+            busy,
+            running,
         )
         return clamp(prop, done)
 

@@ -357,7 +357,16 @@ class PhasedSearcher(Searcher):
             self._stop("budget")
             return None
         pending = {b: self._pending_any(b) for b in loop.batch_sizes}
-        prop = loop.propose(self.state.done, pending, self.plan.warmup_choices)
+        running = tuple(
+            (
+                int(lv.config["batch_size"]),
+                math.log10(float(lv.config["lr"])),
+                float(lv.config.get("warmup_epochs", 0.0)),
+            )
+            for lv in [*self.state.live.values(), *self.state.requeue]
+            if lv.phase == "optuna"
+        )
+        prop = loop.propose(self.state.done, pending, self.plan.warmup_choices, running)
         st = self.plan.studies[prop.batch_size]
         fixed = {}
         lo, hi = prop.lo, prop.hi

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import basin
 from analysis.decision import decide
 from analysis.inference import infer
 from analysis.planted import Truth
@@ -77,6 +78,45 @@ def test_alpha_trials_go_to_the_flanks_of_the_end_batch_sizes():
         assert abs(x - TRUTH.optimum(b)) > 0.2  # a flank, not the vertex
     p = propose(inf, batches, counts, [0.0], {})
     assert p.reason == "alpha" and p.lo <= p.x <= p.hi
+
+
+def test_parallel_asks_spread_instead_of_repeating_the_running_trial():
+    batches = [8, 16, 32, 64, 128]
+    inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
+    counts = {b: 7 for b in batches}
+    first = propose(inf, batches, counts, [0.0], {})
+    running = ((first.batch_size, first.x, 0.0),)
+    second = propose(inf, batches, counts, [0.0], {}, running=running)
+    assert second.reason == first.reason == "alpha"
+    assert (second.batch_size, round(second.x, 3)) != (first.batch_size, round(first.x, 3))
+    both = running + ((second.batch_size, second.x, 0.0),)
+    third = propose(inf, batches, counts, [0.0], {}, running=both)
+    assert (third.batch_size, round(third.x, 3)) not in {(b, round(x, 3)) for b, x, _ in both}
+
+
+def _one_batch(xs: list[float], ys: list[float]) -> basin.Design:
+    n = len(xs)
+    y = np.array(ys, dtype=float)
+    return basin.Design(
+        batches=np.array([64]),
+        warmups=np.array([0.0]),
+        bi=np.zeros(n, dtype=int),
+        wi=np.zeros(n, dtype=int),
+        x=np.array(xs, dtype=float),
+        y=y,
+        diverged=~np.isfinite(y),
+    )
+
+
+def test_trials_near_a_divergence_edge_bisect_the_gap_then_stop_at_it():
+    # finite up to lr 10^-1.2, diverged at 10^-0.4: the next trial may go halfway, not
+    # 0.05 decade below the diverged one (which a real sweep repeated 10 times)
+    d = _one_batch([-2.0, -1.6, -1.2, -0.4, -0.2], [0.9, 0.5, 0.45, math.nan, math.nan])
+    assert design.edge_cap(d, 0, 10**-0.4) == pytest.approx(-0.8)
+    assert design.edge_cap(d, 0, None) == math.inf
+    # the edge known within 0.1 decade: nothing above the largest finite lr
+    near = _one_batch([-2.0, -1.2, -0.46, -0.4], [0.9, 0.45, 0.44, math.nan])
+    assert design.edge_cap(near, 0, 10**-0.4) == pytest.approx(-0.46)
 
 
 def test_the_stopping_rule_and_the_status_line():
