@@ -111,12 +111,15 @@ def _bend_supported(inf: Inference, rule: str) -> bool:
     quadratic problem over B = 4..1024 (linear, then flat above B ~ 256), where the few
     trials at the largest batch size left alpha inside the linear margin while the saturating
     rule fitted as well or better; the verdict said `linear`."""
-    feature = {"saturating": inf.b_noise, "curved": inf.peak_b}
     mine = inf.rules[rule].aicc
-    return any(
-        name in inf.rules and _inside(b, inf) and inf.rules[name].aicc < mine + SUPPORT_AICC
-        for name, b in feature.items()
-    )
+    return any(inf.rules[name].aicc < mine + SUPPORT_AICC for name in _bends_inside(inf))
+
+
+def _bends_inside(inf: Inference) -> tuple[str, ...]:
+    """The fitted rules that bend inside the batch range: saturating with its knee there,
+    curved with its peak there."""
+    feature = {"saturating": inf.b_noise, "curved": inf.peak_b}
+    return tuple(name for name, b in feature.items() if name in inf.rules and _inside(b, inf))
 
 
 def _bend_rejects_both(inf: Inference) -> bool:
@@ -125,14 +128,9 @@ def _bend_rejects_both(inf: Inference) -> bool:
     (Not with the feature outside: on a sparse design the curved rule can win by a degenerate
     fit, and a planted linear law would then be called 'neither'.)"""
     best = inf.best_model
-    feature = {"saturating": inf.b_noise, "curved": inf.peak_b}
-    return (
-        best in feature
-        and _inside(feature[best], inf)
-        and all(
-            rule in inf.rules and inf.rules[rule].aicc - inf.rules[best].aicc >= CLEAR_AICC
-            for rule in RULE_ALPHA
-        )
+    return best in _bends_inside(inf) and all(
+        rule in inf.rules and inf.rules[rule].aicc - inf.rules[best].aicc >= CLEAR_AICC
+        for rule in RULE_ALPHA
     )
 
 

@@ -255,11 +255,15 @@ class PhasedSearcher(Searcher):
                 return Live("grid", dict(config))
         return None
 
+    def _unfinished(self) -> list[Live]:
+        """Trials running, or queued to run again."""
+        return [*self.state.live.values(), *self.state.requeue]
+
     def _pending(self, batch_size: int, phase: str) -> int:
         """Trials of the phase and batch size running, or queued to run again."""
         return sum(
             1
-            for lv in [*self.state.live.values(), *self.state.requeue]
+            for lv in self._unfinished()
             if lv.phase == phase and lv.config["batch_size"] == batch_size
         )
 
@@ -341,7 +345,7 @@ class PhasedSearcher(Searcher):
     # ------------------------------------------------------------------ design: adaptive
     def _n_adaptive(self) -> int:
         """Adaptive trials finished, running or queued (what the trial budget counts)."""
-        live = [*self.state.live.values(), *self.state.requeue]
+        live = self._unfinished()
         return sum(1 for d in self.state.done if d.phase == "optuna") + sum(
             1 for lv in live if lv.phase == "optuna"
         )
@@ -363,7 +367,7 @@ class PhasedSearcher(Searcher):
                 math.log10(float(lv.config["lr"])),
                 float(lv.config.get("warmup_epochs", 0.0)),
             )
-            for lv in [*self.state.live.values(), *self.state.requeue]
+            for lv in self._unfinished()
             if lv.phase == "optuna"
         )
         prop = loop.propose(self.state.done, pending, self.plan.warmup_choices, running)
