@@ -16,7 +16,9 @@ With margin delta (default 0.2), alpha's calibrated 95% interval decides:
 - `neither` when the interval misses both margins (e.g. alpha = 0.75 measured to +-0.04 with
   delta = 0.2, or alpha near 0: no lr change);
 - `inconclusive` otherwise, with the verdicts still possible and how much narrower the
-  interval must get to decide.
+  interval must get to decide; and always while fewer than MIN_RESID_DF trials inside the
+  basins are left over beyond the free model's parameters (`few_in_basin`): the seed noise,
+  and every interval with it, is not measured yet.
 
 "The interval contains 1" is not evidence for the linear rule; only an interval inside the
 margin is. Numbers only: `analysis.verdict` writes the words.
@@ -33,6 +35,10 @@ MARGIN = 0.2
 MAX_MARGIN = 0.25  # beyond it the two margins overlap and an interval could lie in both
 CLEAR_AICC = 10.0  # "clearly better / worse" (Burnham & Anderson: essentially no support)
 SUPPORT_AICC = 2.0  # within this of the best: substantial support (Burnham & Anderson)
+MIN_RESID_DF = 6  # trials in the basins beyond the free model's parameters, to measure the
+# seed noise with: with fewer, the fitted noise can collapse (the exact quadratic problem,
+# 10 trials in the basins for 11 parameters: noise sd 0.0005 against 0.008, alpha's
+# interval 0.03 wide around a wrong value) and every interval with it
 RULE_ALPHA = {"linear": 1.0, "sqrt": 0.5}
 MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
 
@@ -40,8 +46,9 @@ MONOTONE = ("linear", "sqrt", "constant", "power", "saturating")
 @dataclass(frozen=True)
 class Decision:
     verdict: str  # linear | sqrt | neither | inconclusive
-    reason: str  # too_few | unsettled | saturating | curved | rejected | inside_linear |
-    # inside_sqrt | outside | linear_worse | sqrt_worse | bend_supported | overlaps
+    reason: str  # too_few | few_in_basin | unsettled | saturating | curved | rejected |
+    # inside_linear | inside_sqrt | outside | linear_worse | sqrt_worse | bend_supported |
+    # overlaps
     margin: float
     candidates: tuple[str, ...] = ()  # verdicts the interval still allows (inconclusive)
     half_width: float | None = None  # alpha interval half-width now
@@ -72,6 +79,8 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
     """Apply the rules of the module docstring."""
     if inf.alpha is None or inf.n_points < MIN_POINTS:
         return Decision("inconclusive", "too_few", margin)
+    if inf.resid_df is not None and inf.resid_df < MIN_RESID_DF:
+        return Decision("inconclusive", "few_in_basin", margin)
     if not abs(inf.alpha) <= ALPHA_MAX:  # a degenerate optimum of the power fit: its AICc,
         # and every comparison with it, mean nothing
         return Decision("inconclusive", "unsettled", margin)

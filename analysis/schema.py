@@ -187,6 +187,7 @@ def fit_json(a: Analysis) -> dict:
             "n_trials": inf.n_model_trials,
             "ref_batch_size": None if inf.ref_log_b is None else 10**inf.ref_log_b,
             "basin_width_decades": inf.basin_width,
+            "resid_df": inf.resid_df,
             "log_scale": inf.log_scale,
         },
         "rule_anchor": None

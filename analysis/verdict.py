@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.decision import CLEAR_AICC, SUPPORT_AICC, Decision, regions
+from analysis.decision import CLEAR_AICC, MIN_RESID_DF, SUPPORT_AICC, Decision, regions
 from analysis.inference import MIN_POINTS, Inference
 
 LINEAR_SLOPE = 0.8  # the linear rule "holds" while the saturating rule's local slope >= this
@@ -147,6 +147,12 @@ def what_to_run(inf: Inference, dec: Decision) -> str:
             f"Optuna phase, or grid.lr_multipliers such as [0.25, 0.5, 1, 2, 4]) until each "
             f"best lr has worse lrs on both sides, for at least {MIN_POINTS} batch sizes."
         )
+    if dec.reason == "few_in_basin":
+        return (
+            "Run more trials inside the basins (lrs within a few tenths of a decade of each "
+            "batch size's best, on both sides), until the trials there outnumber the model's "
+            f"parameters by {MIN_RESID_DF} or more."
+        )
     if dec.reason == "unsettled":
         return (
             "Run more trials on both flanks of every batch size's best lr (about a third of "
@@ -194,6 +200,14 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
     knee = knee_note(inf)
     if dec.reason == "too_few":
         return Verdict("inconclusive", _too_few_text(inf), linear_range, (what_to_run(inf, dec),))
+    if dec.reason == "few_in_basin":
+        text = (
+            "Inconclusive: too few trials lie inside the basins (near each best lr) to "
+            f"measure the seed noise: {inf.resid_df} beyond the model's parameters, "
+            f"{MIN_RESID_DF} needed. With fewer, the fitted noise can collapse and every "
+            f"interval with it (alpha = {inf.alpha:.3g}, not yet evidence)."
+        )
+        return Verdict("inconclusive", text, linear_range, (what_to_run(inf, dec),))
     if dec.reason == "unsettled":
         text = (
             f"Inconclusive: the fit of the power law did not settle (alpha = {inf.alpha:.3g}): "

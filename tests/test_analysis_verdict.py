@@ -178,3 +178,47 @@ def test_clean_linear_law_on_a_13_lr_grid_is_linear_and_sharp():
     lo, hi = inf.alpha_ci
     assert decide(inf).verdict == "linear"
     assert hi - lo <= 0.3
+
+
+def _few_trials_sweep(per_batch: int, seed: int = 3) -> pd.DataFrame:
+    """A planted linear law at B = 8, 32, 128 with `per_batch` lrs near each optimum and
+    tiny seed noise (as the exact quadratic problem's best trials)."""
+    import math
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in (8, 32, 128):
+        mu = math.log10(0.01 * b / 8)
+        for k, d in enumerate(np.linspace(-0.6, 0.6, per_batch)):
+            x = mu + d + rng.uniform(-0.05, 0.05)
+            rows.append(
+                {
+                    "trial": f"t{b}_{k}",
+                    "batch_size": b,
+                    "lr": 10**x,
+                    "warmup_epochs": 0.0,
+                    "seed": k,
+                    "status": "done",
+                    "val_loss": 0.5
+                    + 0.3 * (x - mu) ** 2 * (1 + 0.8 * (x > mu) * (x - mu))
+                    + rng.normal(0, 0.008),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_too_few_trials_inside_the_basins_is_inconclusive_not_a_collapsed_interval():
+    # 4 trials per batch size: 12 in the basins for 11 parameters, the fitted noise has almost
+    # nothing to go on; the design loop once stopped on such a fit with alpha's interval 0.03
+    # wide around a wrong value
+    few = infer(_few_trials_sweep(4), replicates=0)
+    dec = decide(few)
+    assert few.resid_df is not None and few.resid_df < 6
+    assert (dec.verdict, dec.reason) == ("inconclusive", "few_in_basin")
+    v = explain(few, dec)
+    assert "too few trials lie inside the basins" in v.paragraph
+    assert "parameters by 6 or more" in v.notes[-1]
+    enough = infer(_few_trials_sweep(9), replicates=0)
+    assert enough.resid_df >= 6 and decide(enough).reason != "few_in_basin"
