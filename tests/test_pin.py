@@ -12,6 +12,15 @@ to run in the 1e-7s) move an endpoint far along a flat profile (seen on this mac
 trials: B = 16's upper endpoint 0.16, 0.26 and 0.51 in three runs). Interval coverage is checked
 statistically instead (tests/test_analysis_model.py, benchmarks/bench_verdict.py).
 
+Bit-for-bit trials hold only on the kind of CPU that wrote the golden files (its model, torch's
+version and the SIMD kernels torch picks, in pin_machine.json): another CPU runs other kernels
+(AVX-512 or AVX2, torch's and MKL's), whose rounding differs in the last bits and grows over an
+epoch of training. Seen on 2026-12-04, golden files from an AMD EPYC, run on an Intel Xeon with
+AVX-512: the same 23 trial configs, final losses up to 5e-4 apart (relative), the fit's best lrs
+0.6% apart. On another machine the trials must therefore have the same configs in the same
+order (Optuna saw nearly the same values), metrics to OTHER_CPU_TRIALS and fit.json to
+OTHER_CPU_FIT: a refactor that changes what the sweep does still fails it.
+
 When a change is meant to alter what is pinned, regenerate the golden files and review their
 diff before committing it:
 
@@ -32,6 +41,8 @@ from conftest import run_sweep, sets
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TRIALS_FILE, FIT_FILE = GOLDEN / "pin_trials.json", GOLDEN / "pin_fit.json"
+MACHINE_FILE = GOLDEN / "pin_machine.json"
+OTHER_CPU_TRIALS, OTHER_CPU_FIT = 5e-3, 5e-2  # relative, on a CPU other than the golden's
 PIN_SWEEP = [
     "--name",
     "pin",
@@ -137,10 +148,31 @@ def pinned(tmp_path_factory) -> Path:
     return storage / "pin"
 
 
+def machine() -> dict[str, str]:
+    """What decides the last bits of a CPU training run (module docstring)."""
+    import torch
+
+    from benchmarks.machine import cpu_model
+
+    return {
+        "cpu": cpu_model(),
+        "torch": torch.__version__,
+        "kernels": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def same_machine() -> bool:
+    if UPDATE == "all":
+        MACHINE_FILE.write_text(json.dumps(machine(), indent=1, sort_keys=True) + "\n")
+    return MACHINE_FILE.is_file() and json.loads(MACHINE_FILE.read_text()) == machine()
+
+
 def test_the_same_seed_gives_the_same_trials(pinned):
-    check_or_update(TRIALS_FILE, trial_list(pinned), 1e-6, UPDATE == "all")
+    rel = 1e-6 if same_machine() else OTHER_CPU_TRIALS
+    check_or_update(TRIALS_FILE, trial_list(pinned), rel, UPDATE == "all")
 
 
 def test_the_same_results_give_the_same_fit_json(pinned):
     fit = without_folder(json.loads((pinned / "report" / "fit.json").read_text()), pinned)
-    check_or_update(FIT_FILE, fit, 1e-3, UPDATE in ("fit", "all"))
+    rel = 1e-3 if same_machine() else OTHER_CPU_FIT
+    check_or_update(FIT_FILE, fit, rel, UPDATE in ("fit", "all"))
