@@ -487,6 +487,12 @@ class Fit:
     n_obs: int
     cut: float
     converged: bool
+    n_in_basin: int  # trials below the cut (not censored): those that measure the seed noise
+
+    @property
+    def resid_df(self) -> int:
+        """Trials in the basins beyond the parameters: what is left to measure the noise."""
+        return self.n_in_basin - self.n_params
 
     @property
     def globals(self) -> np.ndarray:
@@ -617,7 +623,7 @@ def fit_model(
         start = convert(start, design, model)
     params, ll, ok = maximize(lik, start, hold)
     n_free = lik.n_params - len(hold or {})
-    return Fit(model, lik.lay, params, ll, n_free, design.n, cut, ok)
+    return Fit(model, lik.lay, params, ll, n_free, design.n, cut, ok, int((~lik.cens).sum()))
 
 
 def fit_best(design: Design, model: MuModel, cut: float, starts: list[np.ndarray]) -> Fit:

@@ -109,8 +109,7 @@ class Inference:
     power_design: Design | None = field(default=None, repr=False)  # ... and its trials
     basin_width: float | None = None  # decades from the optimum where the metric rises
     # by one noise sd (median batch size): how flat the basin is
-    resid_df: int | None = None  # trials inside the modelled basins (not censored) minus the
-    # free model's parameters: what is left to measure the seed noise with
+    resid_df: int | None = None  # the free model's Fit.resid_df (batch sizes in the rule fits)
 
     @property
     def n_points(self) -> int:
@@ -309,7 +308,6 @@ def infer(
     sub_free = basin.fit_best(
         sub, FREE, cut, [basin.restrict(free.params, design, keep), basin.start_free(sub, cut)]
     )
-    resid_df = int((~basin.Likelihood(sub, FREE, cut).cens).sum()) - sub_free.n_params
     ref = float(sub.log_b.mean())
     rules = _fit_rules(sub, cut, sub_free, ref, constant)
     power_fit = rules.pop("_power_fit")
@@ -344,7 +342,7 @@ def infer(
         power_fit=power_fit,
         power_design=sub,
         basin_width=_width(free),
-        resid_df=resid_df,
+        resid_df=sub_free.resid_df,
     )
 
 

@@ -5,6 +5,9 @@ planted sweeps under the designs the sweep really runs (analysis.planted): the v
 right or undecided, never confidently wrong. `benchmarks/bench_verdict.py` runs the same
 scenarios with many replicates and prints the rates."""
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -183,10 +186,6 @@ def test_clean_linear_law_on_a_13_lr_grid_is_linear_and_sharp():
 def _few_trials_sweep(per_batch: int, seed: int = 3) -> pd.DataFrame:
     """A planted linear law at B = 8, 32, 128 with `per_batch` lrs near each optimum and
     tiny seed noise (as the exact quadratic problem's best trials)."""
-    import math
-
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     rows = []
     for b in (8, 32, 128):
