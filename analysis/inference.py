@@ -43,6 +43,8 @@ MIN_POINTS = 3  # batch sizes with a located optimum needed to fit and compare r
 RULES = ("linear", "sqrt", "constant", "power", "saturating", "curved")
 FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
 MU_LIMIT_DECADES = 1.0  # a per-batch interval open this far beyond the tried lrs is unbounded
+BRACKET_MIN_DECADES = 0.2  # a finite worse trial nearer the best than this brackets it loosely
+BRACKET_MAX_DECADES = 1.0  # so does any trial farther than this (a factor-10 grid is firm)
 
 TABLE_COLUMNS = [
     "batch_size",
@@ -232,21 +234,41 @@ def _counts(group: pd.DataFrame, metric: str) -> dict:
     }
 
 
-def _bracket(group: pd.DataFrame) -> tuple[bool, str | None, float | None, float | None]:
-    """(bracketed, edge side, best tried lr, its value): is the best finite trial flanked by
-    worse trials (finite, or diverged / never reached) on both sides in lr?"""
+def _bracket(
+    group: pd.DataFrame,
+) -> tuple[bool, str | None, float | None, float | None, str | None]:
+    """(bracketed, edge side, best tried lr, its value, loose side): is the best finite trial
+    flanked by worse trials (finite, or diverged / never reached) on both sides in lr? The
+    loose side(s) ("low", "high", "both", None) are those flanked only by a trial too far
+    (beyond BRACKET_MAX_DECADES) or, finite, too near (within BRACKET_MIN_DECADES: worse by
+    noise alone) to say where the basin turns, or not at all. The model may still place such
+    an optimum, from the basin shape the other batch sizes share; the design loop brackets it
+    firmly first (seen on the default sweep: a batch size tried at lr 0.004, twice 0.01 decade
+    apart, and diverged at 1.5 counted as bracketed, its optimum placed at 0.006 where trials
+    above found it near 0.1)."""
     y = group["_y"].to_numpy(dtype=float)
     x = np.log10(group["lr"].to_numpy(dtype=float))
     finite = np.isfinite(y)
     if not finite.any():
-        return False, "high", None, None
+        return False, "high", None, None, "both"
     j = int(np.nanargmin(np.where(finite, y, np.inf)))
-    below = (x < x[j] - 1e-9).any()
-    above = (x > x[j] + 1e-9).any()
+    d = x - x[j]
+    other = np.abs(d) > 1e-9
+    below = (other & (d < 0)).any()
+    above = (other & (d > 0)).any()
     side = None if below and above else ("low" if not below and above else "high")
     if not below and not above:
         side = "both"
-    return side is None, side, float(10 ** x[j]), float(y[j])
+    firm = (
+        other
+        & (np.abs(d) <= BRACKET_MAX_DECADES + 1e-9)
+        & (~finite | (np.abs(d) >= BRACKET_MIN_DECADES - 1e-9))
+    )
+    firm_below, firm_above = (firm & (d < 0)).any(), (firm & (d > 0)).any()
+    loose = None if firm_below and firm_above else "both"
+    if firm_below != firm_above:
+        loose = "high" if firm_below else "low"
+    return side is None, side, float(10 ** x[j]), float(y[j]), loose
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -283,6 +305,7 @@ def infer(
     table["in_fit"] = [brackets[int(b)][0] for b in table["batch_size"]]
     table["edge_side"] = [brackets[int(b)][1] for b in table["batch_size"]]
     table["lr_best_tried"] = [brackets[int(b)][2] for b in table["batch_size"]]
+    table["loose_side"] = [brackets[int(b)][4] for b in table["batch_size"]]
     table["metric_best_tried"] = [
         _unorient(brackets[int(b)][3], sign, log_scale) for b in table["batch_size"]
     ]

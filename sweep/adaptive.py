@@ -92,6 +92,7 @@ class Loop:
     looks: design.Looks = field(default_factory=design.Looks)
     last: design.Look | None = None
     stopped: str = ""  # decided | budget | earlier (a resumed sweep that had stopped)
+    verified: bool = False  # a decided stop still decided once every trial had finished
     shown: str = ""  # the answer as last printed
 
     def __post_init__(self) -> None:

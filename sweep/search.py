@@ -38,7 +38,7 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.search import Searcher, SearchGenerator
 
-from sweep import adaptive, decide, resume, space, stopping
+from sweep import adaptive, decide, design, resume, space, stopping
 from sweep.adaptive import AdaptivePlan, Loop
 from sweep.decide import Done, StudyState
 from sweep.resume import CONTINUE, DONE, RERUN, History, TrialRecord, config_key
@@ -179,6 +179,8 @@ class PhasedSearcher(Searcher):
                 self._maybe_widen(st) or self._maybe_bracket(st)
         if self._loop is not None and not self._loop.stopped and live.phase != "confirm":
             self._look()
+        elif self._verify_due():
+            self._verify()
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the state is rebuilt from the experiment folder (module doc)."""
@@ -329,8 +331,11 @@ class PhasedSearcher(Searcher):
         if self.state.requeue or any(config_key(c) not in self._accounted for c in self.plan.grid):
             return False
         if self._loop is not None:
-            return bool(self._loop.stopped) and all(
-                config_key(c) in self._accounted for c in self._measuring()
+            loop = self._loop
+            return (
+                bool(loop.stopped)
+                and (loop.stopped != "decided" or loop.verified)
+                and all(config_key(c) in self._accounted for c in self._measuring())
             )
         if any(s.asked < s.budget for s in self.plan.studies.values()):
             return False
@@ -415,11 +420,47 @@ class PhasedSearcher(Searcher):
                 f"[design] budget spent ({n} adaptive trials, {minutes:.1f} min) before the "
                 "verdict was decided; the report says what more would decide it"
             )
-        if a.measure_noise_scale:
+        if a.measure_noise_scale and not self._measure:
             self._note(
                 "[design] measuring the gradient noise scale: one trial at each batch "
                 "size's modelled best lr"
             )
+
+    def _verify_due(self) -> bool:
+        """A decided stop, and every trial since (the ones running then, the noise-scale
+        ones) has finished."""
+        loop = self._loop
+        return (
+            loop is not None
+            and loop.stopped == "decided"
+            and not loop.verified
+            and not self.state.live
+            and not self.state.requeue
+            and all(config_key(c) in self._accounted for c in self._measuring())
+        )
+
+    def _verify(self) -> None:
+        """Look again, as strictly, at every finished trial: the report sees exactly these.
+        The trials still running when the loop stopped and the noise-scale trials can undo a
+        decision (seen on a default sweep: decided `neither` at one look, `inconclusive` in the
+        report one trial later); then the loop goes on, its budget permitting."""
+        loop = self._loop
+        loop.stopped = ""
+        loop.see(self.state.done, strict_now=True, extend=False)
+        n = len(self.state.done)
+        if loop.stopped == "decided":
+            loop.verified = True
+            self._note(
+                f"[design] the verdict holds on all {n} finished trials: "
+                f"{loop.last.decision.verdict}"
+            )
+            return
+        last = loop.last
+        self._note(
+            f"[design] on all {n} finished trials the verdict is no longer decided "
+            f"({design.status_line(last.inference, last.decision, n, last.ready, last.decided)}); "
+            "the loop goes on"
+        )
 
     def _measure_config(self, batch_size: int) -> dict[str, Any] | None:
         if batch_size not in self._measure:

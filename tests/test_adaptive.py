@@ -109,6 +109,32 @@ def test_every_adaptive_trial_has_its_own_seed_and_is_in_its_study(full_run):
     assert [t.user_attrs["phase"] for t in added] == ["grid"]
 
 
+def test_a_decision_the_last_trials_undo_sends_the_loop_on(tmp_path):
+    """The noise-scale trials (and those running at the stop) are data the report fits: when
+    they leave the verdict undecided, the loop goes on until it is decided on every trial."""
+
+    def worse_when_measured(trial_id: str, config: dict) -> dict:
+        value = loss(config) + (0.3 if config["measure_noise_scale"] else 0.0)
+        return {"val_loss": value, "diverged": math.isnan(value), "trial_id": trial_id}
+
+    plan = build_plan(load_config(SMOKE, ADAPTIVE), tmp_path, run_name="v-1")
+    driver = Driver(PhasedSearcher(plan, max_concurrent=2), worse_when_measured)
+    while driver.step():
+        pass
+    notes = driver.searcher.state.notes
+    undone = [i for i, n in enumerate(notes) if "no longer decided" in n]
+    assert undone and "the loop goes on" in notes[undone[0]], notes
+    first_stop = next(n for n in notes if n.startswith("[design] decided after"))
+    assert "the verdict holds on all" in notes[-1] and notes[-1].endswith("linear"), notes
+    runs = [driver.configs[t] for t in driver.finished]
+    n_adaptive = sum(r["phase"] == "optuna" for r in runs)
+    assert n_adaptive > int(first_stop.split("after ")[1].split()[0])  # searched on after it
+    measured = [r["batch_size"] for r in runs if r["measure_noise_scale"]]
+    assert sorted(measured) == [8, 32, 128]  # each measured once
+    assert driver.searcher.state.finished
+    assert "decided: linear" in driver.answers[-1]
+
+
 @pytest.mark.parametrize("kill_at", ["searching", "measuring"])
 def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, full_run, kill_at):
     _, whole = full_run

@@ -68,6 +68,25 @@ def test_an_unbracketed_optimum_gets_a_trial_beyond_the_edge():
     assert p.x > TRUTH.optimum(64) - 0.4  # above every lr tried there
 
 
+def test_an_optimum_flanked_only_within_noise_or_from_afar_is_bracketed_before_the_stop():
+    """The default sweep's case: a batch size tried twice, 0.01 decade apart, two decades
+    below its optimum, and diverged far above it. Flanked on both sides, but by nothing that
+    says where its basin turns: the loop brackets it above, and may not stop before."""
+    top = TRUTH.optimum(64)
+    points = located([8, 16, 32]) + [(64, top - 2.0), (64, top - 2.01), (64, top + 1.9)]
+    frame = trials_at(points)
+    frame.loc[frame["batch_size"] == 64, "val_loss"] = [0.92, 0.93, math.nan]
+    frame.loc[frame.index[-1], "status"] = "diverged"
+    inf = infer(frame, replicates=0, warmup=False, quick=True)
+    row = inf.table.set_index("batch_size").loc[64]
+    assert row["in_fit"] and row["loose_side"] == "both"  # flanked, loosely
+    counts = {8: 7, 16: 7, 32: 7, 64: 5}
+    p = propose(inf, [8, 16, 32, 64], counts, [0.0], {})
+    assert p.reason == "bracket" and p.batch_size == 64
+    assert p.x == pytest.approx(top - 2.0 + design.BRACKET_STEP)  # half a decade above
+    assert not design.ready_to_stop(inf, counts, [8, 16, 32, 64])
+
+
 def test_alpha_trials_go_to_the_flanks_of_the_end_batch_sizes():
     batches = [8, 16, 32, 64, 128]
     inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
@@ -78,6 +97,19 @@ def test_alpha_trials_go_to_the_flanks_of_the_end_batch_sizes():
         assert abs(x - TRUTH.optimum(b)) > 0.2  # a flank, not the vertex
     p = propose(inf, batches, counts, [0.0], {})
     assert p.reason == "alpha" and p.lo <= p.x <= p.hi
+
+
+def test_no_alpha_trial_goes_to_a_batch_size_tried_far_more_than_the_others():
+    """The ends carry alpha, but once one has BALANCE times the trials of the least tried
+    batch size, the next trial goes elsewhere: the gain comes from a model that may be wrong."""
+    batches = [8, 16, 32, 64, 128]
+    inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
+    best = design.alpha_gains(inf, [0.0])[0][1]
+    assert best in (8, 128)
+    counts = {b: 7 for b in batches}
+    counts[best] = design.BALANCE * 7 + 1
+    p = propose(inf, batches, counts, [0.0], {})
+    assert p.reason == "alpha" and p.batch_size != best
 
 
 def test_parallel_asks_spread_instead_of_repeating_the_running_trial():
