@@ -12,6 +12,12 @@
 3. confirm: as soon as a batch size's study is done, its `top_k` best (lr, warmup) pairs are
    re-run with `confirm.seeds` new seeds, so the analysis sees seed-to-seed spread.
 
+With `design: adaptive` the design loop (`sweep.adaptive`, `sweep.design`) replaces 2 and 3:
+after the grid, every trial is placed by the model of the finished ones until the verdict is
+decided or the budget spent; then one noise-scale trial per batch size; a decided stop is then
+looked at again on every finished trial (`_verify`), and the loop goes on when it no longer
+holds. A sweep resumed after its noise-scale trials had started ends as it stopped.
+
 This module is the phase logic behind Ray's `Searcher` interface; the decisions are pure
 functions in `sweep.decide`, the Optuna bookkeeping is `sweep.studies`, and what the sweep
 prints comes out through `sweep.progress` (the searcher only records notes). The searcher limits
