@@ -518,6 +518,10 @@ def adaptive_lines(cfg: SweepConfig) -> list[str]:
             "then one trial per batch size at its modelled best lr measures the gradient "
             "noise scale (the other trials skip it)"
         )
+    out.append(
+        "a decided stop is then looked at again on every finished trial; when it no longer "
+        "holds, the loop goes on, its budget permitting"
+    )
     return out
 
 

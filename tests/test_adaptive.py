@@ -205,3 +205,4 @@ def test_the_dry_run_describes_the_loop_and_its_budget():
     assert "doubles the largest, up to 512" in text
     assert "at most 80 trials or 9 minutes" in text
     assert "one trial per batch size at its modelled best lr measures" in text
+    assert "looked at again on every finished trial" in text
