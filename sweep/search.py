@@ -16,7 +16,9 @@ With `design: adaptive` the design loop (`sweep.adaptive`, `sweep.design`) repla
 after the grid, every trial is placed by the model of the finished ones until the verdict is
 decided or the budget spent; then one noise-scale trial per batch size; a decided stop is then
 looked at again on every finished trial (`_verify`), and the loop goes on when it no longer
-holds. A sweep resumed after its noise-scale trials had started ends as it stopped.
+holds. A sweep resumed after its noise-scale trials had started verifies its stop the same way
+(the stop may have been the budget's: then the loop's budget, which starts again with the run,
+decides whether it goes on).
 
 This module is the phase logic behind Ray's `Searcher` interface; the decisions are pure
 functions in `sweep.decide`, the Optuna bookkeeping is `sweep.studies`, and what the sweep
@@ -93,6 +95,9 @@ class State:
     finished: bool = False  # nothing left to suggest (running trials may still be going)
 
 
+TO_VERIFY = ("decided", "earlier")  # stops looked at again once every trial has finished
+
+
 class PhasedSearcher(Searcher):
     def __init__(self, plan: Plan, max_concurrent: int = 1, history: History | None = None):
         super().__init__(metric=plan.metric, mode=plan.mode)
@@ -138,6 +143,8 @@ class PhasedSearcher(Searcher):
     def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if len(self.state.live) >= self.max_concurrent:
             return None
+        if self._verify_due():  # e.g. a resumed sweep whose last trials had all finished
+            self._verify()
         if self._loop is not None:
             nxt = (
                 self._next_requeued(trial_id)
@@ -340,7 +347,7 @@ class PhasedSearcher(Searcher):
             loop = self._loop
             return (
                 bool(loop.stopped)
-                and (loop.stopped != "decided" or loop.verified)
+                and (loop.stopped not in TO_VERIFY or loop.verified)
                 and all(config_key(c) in self._accounted for c in self._measuring())
             )
         if any(s.asked < s.budget for s in self.plan.studies.values()):
@@ -433,12 +440,12 @@ class PhasedSearcher(Searcher):
             )
 
     def _verify_due(self) -> bool:
-        """A decided stop, and every trial since (the ones running then, the noise-scale
-        ones) has finished."""
+        """A decided stop (or one a resumed sweep found), and every trial since (the ones
+        running then, the noise-scale ones) has finished."""
         loop = self._loop
         return (
             loop is not None
-            and loop.stopped == "decided"
+            and loop.stopped in TO_VERIFY
             and not loop.verified
             and not self.state.live
             and not self.state.requeue

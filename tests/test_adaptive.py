@@ -171,6 +171,20 @@ def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, ful
         assert max(told.values()) == 1, (name, told)
 
 
+def test_a_sweep_resumed_after_its_last_trial_looks_again_and_ends(tmp_path, full_run):
+    """Killed after every trial had finished (say, while writing the report): the resumed
+    searcher looks at the stop again on all the trials, runs nothing, and ends."""
+    _, whole = full_run
+    records = [
+        TrialRecord(t, DONE, whole.configs[t], t, row(t, whole.configs[t])) for t in whole.finished
+    ]
+    plan = build_plan(load_config(SMOKE, ADAPTIVE), tmp_path, run_name="a-1")
+    again = Driver(PhasedSearcher(plan, max_concurrent=2, history=History(records)), row)
+    assert not again.step()  # nothing to run
+    assert again.searcher.state.finished and not again.configs
+    assert "[design] the verdict holds on all" in again.searcher.state.notes[-1]
+
+
 def test_a_spent_budget_stops_the_loop_and_says_so(tmp_path):
     cfg = load_config(SMOKE, [*ADAPTIVE, "budget.trials=6", "measure_noise_scale=false"])
     plan = build_plan(cfg, tmp_path, run_name="b-1")
