@@ -94,6 +94,7 @@ class Loop:
     stopped: str = ""  # decided | budget | earlier (a resumed sweep that had stopped)
     verified: bool = False  # a decided stop still decided once every trial had finished
     shown: str = ""  # the answer as last printed
+    n_seen: int = 0  # finished trials at the last look
 
     def __post_init__(self) -> None:
         self.batch_sizes = self.batch_sizes or list(self.plan.batch_sizes)
@@ -102,6 +103,7 @@ class Loop:
         """Refit after a trial finished; return a note when a batch size was added."""
         table = frame(done, self.metric)
         counts = table.groupby("batch_size").size().to_dict()
+        self.n_seen = len(done)
         self.last = design.look(
             table,
             counts,
@@ -127,6 +129,12 @@ class Loop:
             f"[design] every batch size is located and the verdict is still undecided: "
             f"added B={added} (adaptive.batch_sizes_max {self.plan.batch_sizes_max})"
         )
+
+    @property
+    def unchecked(self) -> bool:
+        """Stopped decided (or found stopped by a resume) and not yet looked at again on every
+        finished trial (`sweep.search.PhasedSearcher._verify`)."""
+        return self.stopped in ("decided", "earlier") and not self.verified
 
     def answer(self, n_trials: int) -> str | None:
         """The answer forming, when it changed since the last call."""

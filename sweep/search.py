@@ -95,9 +95,6 @@ class State:
     finished: bool = False  # nothing left to suggest (running trials may still be going)
 
 
-TO_VERIFY = ("decided", "earlier")  # stops looked at again once every trial has finished
-
-
 class PhasedSearcher(Searcher):
     def __init__(self, plan: Plan, max_concurrent: int = 1, history: History | None = None):
         super().__init__(metric=plan.metric, mode=plan.mode)
@@ -345,11 +342,7 @@ class PhasedSearcher(Searcher):
             return False
         if self._loop is not None:
             loop = self._loop
-            return (
-                bool(loop.stopped)
-                and (loop.stopped not in TO_VERIFY or loop.verified)
-                and all(config_key(c) in self._accounted for c in self._measuring())
-            )
+            return bool(loop.stopped) and not loop.unchecked and self._all_measured()
         if any(s.asked < s.budget for s in self.plan.studies.values()):
             return False
         if not self._confirming():
@@ -445,11 +438,10 @@ class PhasedSearcher(Searcher):
         loop = self._loop
         return (
             loop is not None
-            and loop.stopped in TO_VERIFY
-            and not loop.verified
+            and loop.unchecked
             and not self.state.live
             and not self.state.requeue
-            and all(config_key(c) in self._accounted for c in self._measuring())
+            and self._all_measured()
         )
 
     def _verify(self) -> None:
@@ -458,9 +450,10 @@ class PhasedSearcher(Searcher):
         decision (seen on a default sweep: decided `neither` at one look, `inconclusive` in the
         report one trial later); then the loop goes on, its budget permitting."""
         loop = self._loop
-        loop.stopped = ""
-        loop.see(self.state.done, strict_now=True, extend=False)
         n = len(self.state.done)
+        if not (loop.stopped == "decided" and loop.n_seen == n):  # else: nothing new to see
+            loop.stopped = ""
+            loop.see(self.state.done, strict_now=True, extend=False)
         if loop.stopped == "decided":
             loop.verified = True
             self._note(
@@ -492,6 +485,10 @@ class PhasedSearcher(Searcher):
             return []
         configs = [self._measure_config(b) for b in self._loop.batch_sizes]
         return [c for c in configs if c is not None]
+
+    def _all_measured(self) -> bool:
+        """Every noise-scale trial is done, running or queued."""
+        return all(config_key(c) in self._accounted for c in self._measuring())
 
     def _next_measure(self) -> Live | None:
         for config in self._measuring():

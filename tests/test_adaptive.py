@@ -13,6 +13,7 @@ import pytest
 from conftest import SMOKE
 from driver import Driver
 
+from sweep import design
 from sweep.config import ConfigError, load_config
 from sweep.resume import CONTINUE, DONE, RERUN, History, TrialRecord, config_key
 from sweep.runner import build_plan, dry_run
@@ -183,6 +184,27 @@ def test_a_sweep_resumed_after_its_last_trial_looks_again_and_ends(tmp_path, ful
     assert not again.step()  # nothing to run
     assert again.searcher.state.finished and not again.configs
     assert "[design] the verdict holds on all" in again.searcher.state.notes[-1]
+
+
+def test_one_trial_at_a_time_the_decided_look_is_not_repeated(tmp_path, monkeypatch):
+    """With one trial slot and no noise-scale trials, the look that decided saw every trial:
+    the stop holds without a second calibrated refit of the same trials."""
+    strict = []
+    look = design.look
+
+    def spy(*a, **k):
+        strict.append(a[9] if len(a) > 9 else k.get("strict_now", False))
+        return look(*a, **k)
+
+    monkeypatch.setattr(design, "look", spy)
+    cfg = load_config(SMOKE, [*ADAPTIVE, "measure_noise_scale=false"])
+    plan = build_plan(cfg, tmp_path, run_name="o-1")
+    driver = Driver(PhasedSearcher(plan, max_concurrent=1), row)
+    while driver.step():
+        pass
+    notes = driver.searcher.state.notes
+    assert "[design] the verdict holds on all" in notes[-1] and notes[-1].endswith("linear")
+    assert not any(strict)  # no look asked for a strict refit (the resume's does)
 
 
 def test_a_spent_budget_stops_the_loop_and_says_so(tmp_path):
