@@ -54,7 +54,7 @@ def planted_problem(name: str = "linear"):
     return run, batches, centre, "linear"
 
 
-def quadratic_problem():
+def quadratic_problem(batches: tuple[int, ...] = (4, 16, 64)):
     import torch
 
     from trainables.contract import TrainConfig
@@ -63,7 +63,7 @@ def quadratic_problem():
 
     torch.set_num_threads(1)
     data = load_dataset("quadratic", "/unused")
-    batches = [4, 16, 64]
+    batches = list(batches)
 
     def run(b: int, lr: float, w: float, seed: int) -> tuple[float, bool]:
         cfg = TrainConfig(
