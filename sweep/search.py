@@ -445,7 +445,10 @@ class PhasedSearcher(Searcher):
         )
 
     def _verify(self) -> None:
-        """Look again, as strictly, at every finished trial: the report sees exactly these.
+        """Look again, as strictly, at every finished trial: the report sees exactly these
+        (though in the results folder's row order, which the fit's answer can still depend on:
+        see README, the design benchmark's paragraph; the fix belongs in
+        `analysis.inference.infer`, not here).
         The trials still running when the loop stopped and the noise-scale trials can undo a
         decision (seen on a default sweep: decided `neither` at one look, `inconclusive` in the
         report one trial later); then the loop goes on, its budget permitting."""
