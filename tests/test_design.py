@@ -198,3 +198,17 @@ def test_a_degenerate_fit_is_neither_decided_nor_a_reason_to_stop():
     assert "has not settled" in status_line(bad, dec, 30)
     stuck = replace(inf, alpha_ci=(inf.alpha, inf.alpha))  # a zero-width interval
     assert not design.settled(stuck)
+
+
+def test_the_design_benchmark_counts_an_undecided_run_as_needing_more():
+    """bench_design's ratio: dropping the seeds whose grid never decided (2 of 7 on the exact
+    quadratic problem) favoured the grid; they count as needing more than the densest grid."""
+    from benchmarks.bench_design import summary
+
+    text = summary([31, 27, 29, 24, 27, 42, 40], [None, 51, 99, 99, 51, None, 51], 150, 99)
+    assert "loop 29, grid 99; ratio loop / grid = 0.29" in text
+    assert "over the 5 seeds both decided right: loop 27, grid 51; ratio 0.53" in text
+    assert "grid > 99; ratio loop / grid < 0.30" in summary(
+        [31, 30, 29], [None, None, 99], 150, 99
+    )
+    assert "no ratio" in summary([None, None, 31], [54, 54, 54], 150, 162)
