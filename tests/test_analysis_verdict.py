@@ -6,12 +6,13 @@ right or undecided, never confidently wrong. `benchmarks/bench_verdict.py` runs 
 scenarios with many replicates and prints the rates."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.decision import decide
+from analysis.decision import MIN_RESID_DF, decide
 from analysis.inference import Inference, RuleFit, infer
 from analysis.planted import right_verdict, scenarios, simulate
 from analysis.verdict import explain
@@ -223,3 +224,14 @@ def test_too_few_trials_inside_the_basins_is_inconclusive_not_a_collapsed_interv
     assert "parameters by 6 or more" in v.notes[-1]
     enough = infer(_few_trials_sweep(9), replicates=0)
     assert enough.resid_df >= 6 and decide(enough).reason != "few_in_basin"
+
+
+def test_a_collapsed_noise_fit_of_the_exact_problem_is_not_a_verdict():
+    """22 trials of the exact quadratic problem over B = 4..64 (the in-process design loop with
+    the guard at 4 trials beyond the parameters): the seed noise fitted at B = 4 collapsed to
+    0.0008 (the truth: 0.008) and alpha read 0.73 [0.70, 0.77], a confident `neither` where the
+    answer is linear. With 4 left beyond the parameters, that guard is not enough."""
+    trials = pd.read_csv(Path(__file__).parent / "golden" / "quadratic_collapsed_noise_trials.csv")
+    inf = infer(trials, replicates=0, warmup=False, quick=True)
+    assert inf.resid_df == 4 and MIN_RESID_DF > 4
+    assert (decide(inf).verdict, decide(inf).reason) == ("inconclusive", "few_in_basin")
