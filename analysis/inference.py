@@ -186,8 +186,9 @@ def _mu_model(name: str, ref: float) -> MuModel:
 
 
 def oriented(trials: pd.DataFrame, metric: str, maximize: bool) -> tuple[pd.DataFrame, bool]:
-    """Finished trials with column `_y` (lower is better, nan = worse than anything finite)
-    and `_worse` (diverged, or never reached the target); steps are modelled in log10."""
+    """Finished trials, in one order (`canonical`), with column `_y` (lower is better, nan =
+    worse than anything finite) and `_worse` (diverged, or never reached the target); steps are
+    modelled in log10."""
     fin = trials[trials["status"].isin(("done", "diverged"))].copy()
     v = pd.to_numeric(fin[metric], errors="coerce").to_numpy(dtype=float)
     log_scale = metric in NOT_REACHED_METRICS
@@ -199,7 +200,7 @@ def oriented(trials: pd.DataFrame, metric: str, maximize: bool) -> tuple[pd.Data
         worse = (fin["status"].to_numpy() == "diverged") | ~np.isfinite(v)
     fin["_y"] = np.where(worse, np.nan, -v if maximize else v)
     fin["_worse"] = worse
-    return fin, log_scale
+    return canonical(fin), log_scale
 
 
 ORDER = ("batch_size", "warmup_epochs", "lr", "seed", "trial")
@@ -303,7 +304,6 @@ def infer(
     `quick` (the design loop's look after every trial): no per-batch or B_noise intervals, a
     batch size counts as located when its best tried lr is flanked by worse ones."""
     fin, log_scale = oriented(trials, metric, maximize)
-    fin = canonical(fin)
     rows, brackets = [], {}
     for b, group in fin.groupby("batch_size", sort=True):
         rows.append(_counts(group, metric))

@@ -146,10 +146,9 @@ def summary(
     """The ratio of the median trials to a decided, right verdict, over every seed: a run that
     never decided right counts as needing more than it was allowed (the loop's budget, the
     densest grid), which the median can still place; dropping those seeds would favour the
-    method that fails more. Also the ratio over the seeds both decided, and per seed."""
-    inf = math.inf
-    med_loop = float(np.median([inf if n is None else n for n in loop_n]))
-    med_grid = float(np.median([inf if n is None else n for n in grid_n]))
+    method that fails more. Also the ratio over the seeds both decided."""
+    med_loop = float(np.median([math.inf if n is None else n for n in loop_n]))
+    med_grid = float(np.median([math.inf if n is None else n for n in grid_n]))
 
     def show(v: float, most: int) -> str:
         return f"> {most}" if math.isinf(v) else f"{v:.0f}"

@@ -446,9 +446,8 @@ class PhasedSearcher(Searcher):
 
     def _verify(self) -> None:
         """Look again, as strictly, at every finished trial: the report sees exactly these
-        (though in the results folder's row order, which the fit's answer can still depend on:
-        see README, the design benchmark's paragraph; the fix belongs in
-        `analysis.inference.infer`, not here).
+        (the fit reads them in one order, `analysis.inference.canonical`, so the loop's finishing
+        order and the results folder's give one answer).
         The trials still running when the loop stopped and the noise-scale trials can undo a
         decision (seen on a default sweep: decided `neither` at one look, `inconclusive` in the
         report one trial later); then the loop goes on, its budget permitting."""
