@@ -125,13 +125,16 @@ class Studies:
         lo, hi = log10_range if log10_range is not None else (st.log10_lo, st.log10_hi)
         lr = trial.suggest_float(LR, *_bounds(lo, hi), log=True)
         warmup = trial.suggest_categorical(WARMUP, self.warmup_choices)
-        trial.set_user_attr("trial_id", trial_id)
+        # one journal record per attribute: `trial_id` goes last, so that a kill between two
+        # of them leaves a trial without it (failed on resume as "killed while being asked"),
+        # never one that resume completes without its phase, source or seed
         trial.set_user_attr("phase", "optuna")
         trial.set_user_attr("source", "asked")
         for key, value in (attrs or {}).items():
             trial.set_user_attr(key, value)
         if seed_base is not None:
             trial.set_user_attr("seed", seed_base + trial.number)
+        trial.set_user_attr("trial_id", trial_id)
         return trial.number, lr, warmup
 
     def relink(self, name: str, number: int, trial_id: str) -> None:
