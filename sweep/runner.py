@@ -393,12 +393,15 @@ def run_sweep(
     if note:
         print(note, flush=True)
     try:
-        resources = init_ray(address, preflight.runtime_env(cfg))
+        with stopping.signals_seen() as seen:
+            resources = init_ray(address, preflight.runtime_env(cfg))
         stopping.install()  # again: ray.init replaced the SIGTERM handler with its own
     except SystemExit as stop:  # SIGTERM meanwhile: ray.init's handler calls sys.exit(15)
         if stop.code == signal.SIGTERM:
             raise stopping.Terminated from None
         raise
+    if signal.SIGTERM in seen:  # ...or its SystemExit was swallowed (`signals_seen`)
+        raise stopping.Terminated
     cluster.check_cluster(cfg, storage, options)  # prints nodes; node-local storage on >1 node
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     slots = concurrent_slots(cfg, cpus, gpus)

@@ -416,3 +416,21 @@ def test_a_stop_signal_before_ray_runs_is_one_line_and_says_what_to_do(
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in err and "UnboundLocalError" not in err
     assert err.strip().splitlines()[-1].startswith("[sweep] ")
+
+
+def test_a_sigterm_whose_handler_swallowed_it_is_still_seen():
+    """ray.init's SIGTERM handler raises SystemExit, which Python only prints when it fires
+    inside an at-fork callback; a stop signal in the sweep's first seconds was then lost (the
+    sweep ran to the end and exited 0). `signals_seen` notices it whatever the handler did."""
+    from sweep import stopping
+
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # swallows it
+    try:
+        with stopping.signals_seen() as seen:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        with stopping.signals_seen() as quiet:
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert signal.SIGTERM in seen and not quiet
