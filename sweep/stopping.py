@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
 
 EXIT_SIGINT, EXIT_SIGTERM, EXIT_DISK_FULL = 130, 143, 75
 RESUME_HINT = "run the same command again to resume"
@@ -81,6 +82,16 @@ def signals_seen() -> Iterator[set[int]]:
             pass
         os.close(read_end)
         os.close(write_end)
+
+
+def exit_with(code: int) -> NoReturn:
+    """Exit the CLI with `code`, even after a Ctrl-C that the CLI caught. Under `python -m`,
+    CPython kills the process with SIGINT at exit (return code -2, not 130) once a
+    KeyboardInterrupt has left any `exec` of a string, which imports run (dataclasses,
+    namedtuples), although the CLI caught it further up (seen: a Ctrl-C 1 s into the start
+    printed the resume hint and still ended -2). A clean `exec` of a string clears that flag."""
+    exec("pass")  # noqa: S102 - resets CPython's "unhandled KeyboardInterrupt" flag
+    raise SystemExit(code)
 
 
 @contextmanager

@@ -434,3 +434,22 @@ def test_a_sigterm_whose_handler_swallowed_it_is_still_seen():
     finally:
         signal.signal(signal.SIGTERM, before)
     assert signal.SIGTERM in seen and not quiet
+
+
+def test_a_caught_ctrl_c_exits_130_under_python_m_even_after_it_left_an_exec(tmp_path):
+    """CPython kills a `python -m` process with SIGINT at exit once a KeyboardInterrupt has left
+    an `exec` of a string (as one does when Ctrl-C lands in an import), caught or not: the CLI's
+    exit must still be 130, the code its message and the README promise."""
+    (tmp_path / "ctrl_c_in_an_import.py").write_text(
+        "from sweep.stopping import exit_with\n"
+        "try:\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "exit_with(130)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    run = subprocess.run(
+        [sys.executable, "-m", "ctrl_c_in_an_import"], cwd=tmp_path, env=env, timeout=60
+    )
+    assert run.returncode == 130
