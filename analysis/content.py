@@ -408,8 +408,10 @@ def method_lines(a: Analysis) -> list[str]:
         "(rises then falls: the surge of Li et al. 2024), each fitted inside the same model and "
         "compared by AICc on the trials' likelihood.",
         f"Verdict by equivalence: linear only when alpha's interval lies inside "
-        f"[{reg['linear'][0]:.2f}, {reg['linear'][1]:.2f}], the linear rule is not clearly "
-        f"worse (AICc by {CLEAR_AICC:g}) than the best, and no rule that bends inside the "
+        f"[{reg['linear'][0]:.2f}, {reg['linear'][1]:.2f}], the power law behind alpha is "
+        f"not clearly worse (AICc by {CLEAR_AICC:g}) than the best rule (the exact linear "
+        f"rule may be: alpha a little off 1 is linear within the margin), and no rule that "
+        f"bends inside the "
         f"batch range (saturating knee, log-quadratic peak) is within {SUPPORT_AICC:g} AICc of "
         f"it; sqrt likewise inside "
         f"[{reg['sqrt'][0]:.2f}, {reg['sqrt'][1]:.2f}]; neither when the interval misses both "

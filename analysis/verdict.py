@@ -161,10 +161,10 @@ def what_to_run(inf: Inference, dec: Decision) -> str:
     if dec.reason.endswith("_worse"):
         rule = dec.reason.split("_")[0]
         return (
-            f"alpha lies inside the {rule} margin (+-{dec.margin:g}) but the exact {rule} "
-            f"rule is clearly worse than the best rule (AICc > {CLEAR_AICC:g}): the data "
-            f"say 'close to {rule}, not exactly'. A narrower --margin would call it "
-            f"'neither'; a wider one accepts it."
+            f"alpha lies inside the {rule} margin (+-{dec.margin:g}) but the power law "
+            f"behind it is clearly worse than the best rule (AICc > {CLEAR_AICC:g}): the best "
+            f"lr bends where a power law cannot. Add batch sizes where the best rule and the "
+            f"power law part, and read the best rule's shape."
         )
     if dec.reason == "bend_supported":
         return (
@@ -251,8 +251,8 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         name = {"linear": "Linear rule", "sqrt": "Square-root rule"}[rule]
         text = (
             f"{name} supported {span}: alpha's 95% interval lies inside the equivalence margin "
-            f"{margin_text[rule]} (+-{dec.margin:g}), and the exact {rule} rule is not clearly "
-            f"worse than the best rule. {evidence}"
+            f"{margin_text[rule]} (+-{dec.margin:g}), and the power law behind it is not "
+            f"clearly worse than the best rule. {evidence}"
         )
         return Verdict(rule, text, linear_range, notes)
     if dec.reason == "outside":
@@ -276,8 +276,8 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         rule = dec.reason.split("_")[0]
         text = (
             f"Inconclusive {span}: alpha's interval lies inside the {rule} margin "
-            f"{margin_text[rule]}, but the exact {rule} rule is clearly worse than the best "
-            f"rule. {evidence}"
+            f"{margin_text[rule]}, but the power law behind it is clearly worse than the best "
+            f"rule, a shape that bends. {evidence}"
         )
     if dec.reason == "bend_supported":
         rule = dec.candidates[0]
