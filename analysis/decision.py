@@ -9,7 +9,8 @@ With margin delta (default 0.2), alpha's calibrated 95% interval decides:
   the range, is the best rule and the linear and sqrt rules are both clearly worse than it
   (`rejected`: alpha is then only the average slope of a bend);
 - `linear` when the interval lies inside [1 - delta, 1 + delta], the linear rule with its
-  margin (the power law, alpha inside the margin) is not clearly worse than the best rule,
+  margin (the better of the exact rule and the power law, whose alpha is then inside the
+  margin; `_within_margin_aicc`) is not clearly worse than the best rule,
   and no rule that bends inside the range (saturating with its knee there, curved with its
   peak there) has substantial support beside it (AICc less than SUPPORT_AICC above the
   linear rule's); `sqrt` likewise inside [0.5 - delta, 0.5 + delta]. Not the exact rule

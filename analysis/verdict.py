@@ -251,8 +251,9 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         name = {"linear": "Linear rule", "sqrt": "Square-root rule"}[rule]
         text = (
             f"{name} supported {span}: alpha's 95% interval lies inside the equivalence margin "
-            f"{margin_text[rule]} (+-{dec.margin:g}), and the power law behind it is not "
-            f"clearly worse than the best rule. {evidence}"
+            f"{margin_text[rule]} (+-{dec.margin:g}), and the {rule} rule with its margin "
+            f"(the exact rule or the power law behind alpha) is not clearly worse than the best "
+            f"rule. {evidence}"
         )
         return Verdict(rule, text, linear_range, notes)
     if dec.reason == "outside":

@@ -81,7 +81,9 @@ def test_inside_the_margin_with_the_exact_rule_clearly_worse_is_still_linear():
     inf = _inf((0.91, 0.94), aicc=aicc, b_noise=5000.0)
     dec = decide(inf)
     assert (dec.verdict, dec.reason) == ("linear", "inside_linear")
-    assert "power law behind it is not clearly worse" in explain(inf, dec).paragraph
+    said = explain(inf, dec).paragraph
+    assert "linear rule with its margin (the exact rule or the power law behind alpha)" in said
+    assert "is not clearly worse than the best rule" in said
 
 
 def test_inside_the_margin_but_the_power_law_clearly_worse_is_not_linear():
