@@ -261,10 +261,13 @@ def censor_levels(design: Design, cut: float) -> np.ndarray:
 class Likelihood:
     """The censored log-likelihood of a Design under one mu model, with its gradient."""
 
-    def __init__(self, design: Design, model: MuModel, cut: float) -> None:
+    def __init__(
+        self, design: Design, model: MuModel, cut: float, noise_trend: bool = True
+    ) -> None:
         self.d = design
         self.model = model
         self.cut = cut
+        self.noise_trend = noise_trend  # False: the seed noise is the same at every B (s1 = 0)
         self.lay = Layout(model.k(design.nb), design.nb, design.nw)
         self.log_b = design.log_b
         self.z = design.z
@@ -458,7 +461,13 @@ class Likelihood:
         b: list[tuple[float | None, float | None]] = [(None, None)] * lay.size
         for j, bnd in zip(
             range(lay.g.start, lay.g.stop),
-            (LOG_C_BOUNDS, TREND_BOUNDS, ASYM_BOUNDS, LOG_S_BOUNDS, TREND_BOUNDS),
+            (
+                LOG_C_BOUNDS,
+                TREND_BOUNDS,
+                ASYM_BOUNDS,
+                LOG_S_BOUNDS,
+                TREND_BOUNDS if self.noise_trend else (0.0, 0.0),
+            ),
             strict=True,
         ):
             b[j] = bnd

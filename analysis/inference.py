@@ -10,7 +10,9 @@
   lr_max / (1 + B_noise / B) and `curved` (log-quadratic: a best lr that rises then falls),
   compared by AICc on the trials' likelihood;
 - alpha with its profile-likelihood interval, widened when simulation on the design shows
-  under-coverage (`analysis.profile.calibrate_*`), and B_noise with its interval;
+  under-coverage (`analysis.profile.calibrate_*`), and to take in the fit with the same seed
+  noise at every B when the fitted noise drifts steeply with B (STEEP_NOISE_TREND); B_noise
+  with its interval;
 - the joint test of warmup (`analysis.warmup_test`).
 
 Numbers only: `analysis.decision` turns them into a verdict, `analysis.verdict` into words.
@@ -43,8 +45,14 @@ MIN_POINTS = 3  # batch sizes with a located optimum needed to fit and compare r
 RULES = ("linear", "sqrt", "constant", "power", "saturating", "curved")
 FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
 MU_LIMIT_DECADES = 1.0  # a per-batch interval open this far beyond the tried lrs is unbounded
-BRACKET_MIN_DECADES = 0.2  # a finite worse trial nearer the best than this brackets it loosely
+BRACKET_MIN_DECADES = 0.1  # a finite worse trial nearer the best than this brackets it loosely
 BRACKET_MAX_DECADES = 1.0  # so does any trial farther than this (a factor-10 grid is firm)
+STEEP_NOISE_TREND = 1.0  # a seed-noise drift this steep (log sd per sd of log B; 1.0 is 11x
+# between the ends of B = 4..64) is checked: alpha's interval becomes the union of the fitted
+# one and the one with the noise the same at every B. A fit can explain its misfit by giving
+# the batch sizes at one end all the noise and those at the other almost none (the exact
+# quadratic problem, B = 4..64: noise sds 0.12 and 0.001 where both are 0.008, alpha 0.73
+# [0.70, 0.76] where the truth is 0.985; or 0.0005 at B = 4, alpha 1.03 [1.02, 1.05])
 
 TABLE_COLUMNS = [
     "batch_size",
@@ -98,9 +106,12 @@ class Inference:
     ref_log_b: float | None  # log10 B_ref of the power laws
     rules: dict[str, RuleFit] = field(default_factory=dict)
     alpha: float | None = None
-    alpha_ci: tuple[float | None, float | None] = (None, None)  # calibrated 95%
+    alpha_ci: tuple[float | None, float | None] = (None, None)  # calibrated 95% (see _alpha)
     alpha_ci_chi2: tuple[float | None, float | None] = (None, None)  # uncalibrated
     alpha_cal: Calibration | None = None
+    alpha_ci_same_noise: tuple[float | None, float | None] | None = None  # the interval with
+    # the same seed noise at every B, when the fitted noise drifts steeply (else None)
+    noise_drift: float | None = None  # the fitted seed noise's ratio, largest to smallest B
     mu_cal: Calibration | None = None  # per-batch intervals' calibration
     lr_max: float | None = None
     b_noise: float | None = None
@@ -109,6 +120,7 @@ class Inference:
     warmup: object | None = None  # analysis.warmup_test.WarmupTest
     power_fit: Fit | None = field(default=None, repr=False)  # the power law's full fit
     power_design: Design | None = field(default=None, repr=False)  # ... and its trials
+    free_fit: Fit | None = field(default=None, repr=False)  # the free model on those trials
     basin_width: float | None = None  # decades from the optimum where the metric rises
     # by one noise sd (median batch size): how flat the basin is
     resid_df: int | None = None  # the free model's Fit.resid_df (batch sizes in the rule fits)
@@ -349,7 +361,7 @@ def infer(
     rules = _fit_rules(sub, cut, sub_free, ref, constant)
     power_fit = rules.pop("_power_fit")
     sat_fit = rules.pop("_saturating_fit")
-    alpha, ci_chi2, ci, cal = _alpha(sub, cut, power_fit, ref, rng, replicates, level)
+    alpha, ci_chi2, ci, cal, ci_same = _alpha(sub, cut, power_fit, ref, rng, replicates, level)
     b_noise, b_ci, lr_max = _b_noise(sub, cut, sat_fit, quick)
     peak = None
     if "curved" in rules:
@@ -370,6 +382,8 @@ def infer(
         alpha_ci=ci,
         alpha_ci_chi2=ci_chi2,
         alpha_cal=cal,
+        alpha_ci_same_noise=ci_same,
+        noise_drift=_noise_drift(power_fit, sub),
         mu_cal=table.attrs.get("mu_cal"),
         lr_max=lr_max,
         b_noise=b_noise,
@@ -378,6 +392,7 @@ def infer(
         warmup=wt,
         power_fit=power_fit,
         power_design=sub,
+        free_fit=sub_free,
         basin_width=_width(free),
         resid_df=sub_free.resid_df,
     )
@@ -557,9 +572,16 @@ def _saturating_starts(
     lin = fits["linear"].params
     # linear's mu = a + (log B - ref) = log lr_max - log B_noise + log B for B << B_noise
     starts.append(np.r_[lin[0] - ref + far, far, lin[1:]])
-    if "constant" in fits:
-        const = fits["constant"].params
-        starts.append(np.r_[const[0], float(lb.min()) - 3.0, const[1:]])
+    pw = fits["power"].params
+    const = fits["constant"].params if "constant" in fits else np.r_[pw[0], pw[2:]]
+    starts.append(np.r_[const[0], float(lb.min()) - 3.0, const[1:]])
+    # and from the power law with the knee inside the range (log lr_max - log 2 there): the
+    # likelihood can have a maximum there beside the limits', and started only from the
+    # limits a fit once missed it by 6-13 AICc (the exact quadratic problem, B = 4..64,
+    # without the constant rule: the design loop's looks)
+    for knee in (float(lb.min()), ref, float(lb.max())):
+        mu_knee = pw[0] + pw[1] * (knee - ref)
+        starts.append(np.r_[mu_knee + math.log10(2.0), knee, pw[2:]])
     return starts
 
 
@@ -593,7 +615,39 @@ def _alpha(
                 threshold=base * cal.threshold / CHI2_1_95,
                 limit=4.0,
             )
-    return alpha, ci_chi2, ci, cal
+    ci_same = None
+    if abs(float(power_fit.globals[4])) >= STEEP_NOISE_TREND:
+        ci_same = _alpha_without_noise_trend(sub, model, cut, power_fit, base, cal)
+        ci = _union(ci, ci_same)
+    return alpha, ci_chi2, ci, cal, ci_same
+
+
+def _noise_drift(fit: Fit, design: Design) -> float:
+    """The fitted seed noise sd at the largest batch size over that at the smallest."""
+    z = design.z
+    return float(math.exp(float(fit.globals[4]) * (float(z.max()) - float(z.min()))))
+
+
+def _alpha_without_noise_trend(
+    sub: Design, model: MuModel, cut: float, power_fit: Fit, base: float, cal
+) -> tuple[float | None, float | None]:
+    """Alpha's profile interval with the seed noise the same at every batch size."""
+    lik = Likelihood(sub, model, cut, noise_trend=False)
+    start = power_fit.params.copy()
+    start[power_fit.layout.g.start + 4] = 0.0
+    params, ll, _ = basin.maximize(lik, start)
+    scale = cal.threshold / CHI2_1_95 if cal is not None and cal.widened else 1.0
+    lo, hi = profile_interval(lik, params, ll, 1, threshold=base * scale, limit=4.0)
+    return lo, hi
+
+
+def _union(
+    a: tuple[float | None, float | None], b: tuple[float | None, float | None]
+) -> tuple[float | None, float | None]:
+    """The smallest interval holding both (a side open in either is open)."""
+    lo = None if a[0] is None or b[0] is None else min(a[0], b[0])
+    hi = None if a[1] is None or b[1] is None else max(a[1], b[1])
+    return lo, hi
 
 
 def _b_noise(sub: Design, cut: float, sat: Fit, quick: bool = False):

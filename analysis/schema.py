@@ -119,6 +119,10 @@ def _calibration(inf: Inference) -> dict | None:
         "alpha_threshold": cal.threshold,
         "alpha_widened": cal.widened,
         "alpha_ci_chi2": list(inf.alpha_ci_chi2),
+        "alpha_ci_same_noise": (
+            None if inf.alpha_ci_same_noise is None else list(inf.alpha_ci_same_noise)
+        ),
+        "noise_drift": inf.noise_drift,
         "lr_coverage_chi2": None if mu is None else mu.coverage,
         "lr_threshold": None if mu is None else mu.threshold,
         "failed": cal.n_failed,

@@ -194,6 +194,22 @@ def what_to_run(inf: Inference, dec: Decision) -> str:
     )
 
 
+def noise_note(inf: Inference) -> str | None:
+    """Says when alpha's interval was widened for a steep drift of the seed noise with B."""
+    if inf.alpha_ci_same_noise is None or inf.noise_drift is None:
+        return None
+    lo, hi = inf.alpha_ci_same_noise
+    same = f"[{_num(lo)}, {_num(hi)}]"
+    drift = inf.noise_drift if inf.noise_drift >= 1 else 1 / inf.noise_drift
+    end = "largest" if inf.noise_drift >= 1 else "smallest"
+    return (
+        f"The fitted seed noise is {drift:.0f}x larger at the {end} batch size than at the "
+        f"other end: a fit can explain its misfit so. Alpha's interval therefore also holds "
+        f"the fit with the same noise at every batch size, {same}; the verdict must hold "
+        "under both."
+    )
+
+
 def explain(inf: Inference, dec: Decision) -> Verdict:
     """The verdict paragraph, the piecewise view and the notes."""
     linear_range = linear_range_text(inf)
@@ -217,7 +233,7 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
     b_lo, b_hi = inf.batch_range
     span = f"over B = {b_lo}..{b_hi} ({inf.n_points} batch sizes with a located optimum)"
     evidence = f"{alpha_text(inf)}; {aicc_text(inf)}."
-    notes = tuple(n for n in (knee,) if n)
+    notes = tuple(n for n in (knee, noise_note(inf)) if n)
     reg = regions(dec.margin)
     margin_text = {r: f"[{a:.2f}, {b:.2f}]" for r, (a, b) in reg.items()}
     if dec.reason == "saturating":

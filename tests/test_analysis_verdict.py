@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis.decision import MIN_RESID_DF, decide
-from analysis.inference import Inference, RuleFit, infer
+from analysis.inference import STEEP_NOISE_TREND, Inference, RuleFit, infer
 from analysis.planted import right_verdict, scenarios, simulate
 from analysis.verdict import explain
 
@@ -233,24 +233,52 @@ def test_too_few_trials_inside_the_basins_is_inconclusive_not_a_collapsed_interv
     # wide around a wrong value
     few = infer(_few_trials_sweep(4), replicates=0)
     dec = decide(few)
-    assert few.resid_df is not None and few.resid_df < 6
+    assert few.resid_df is not None and few.resid_df < MIN_RESID_DF
     assert (dec.verdict, dec.reason) == ("inconclusive", "few_in_basin")
     v = explain(few, dec)
     assert "too few trials lie inside the basins" in v.paragraph
-    assert "parameters by 6 or more" in v.notes[-1]
+    assert f"parameters by {MIN_RESID_DF} or more" in v.notes[-1]
     enough = infer(_few_trials_sweep(9), replicates=0)
-    assert enough.resid_df >= 6 and decide(enough).reason != "few_in_basin"
+    assert enough.resid_df >= MIN_RESID_DF and decide(enough).reason != "few_in_basin"
 
 
 def test_a_collapsed_noise_fit_of_the_exact_problem_is_not_a_verdict():
-    """22 trials of the exact quadratic problem over B = 4..64 (the in-process design loop with
-    the guard at 4 trials beyond the parameters): the seed noise fitted at B = 4 collapsed to
-    0.0008 (the truth: 0.008) and alpha read 0.73 [0.70, 0.77], a confident `neither` where the
-    answer is linear. With 4 left beyond the parameters, that guard is not enough."""
+    """22 trials of the exact quadratic problem over B = 4..64 (the in-process design loop): the
+    fit gives B = 4 all the seed noise (sd 0.12) and B = 64 almost none (0.001; the truth is
+    0.008 at both), the noise's drift with B at its bound, and alpha reads 0.73 [0.70, 0.76], a
+    confident `neither` where the answer is linear. The guard on trials in the basins (4 left
+    beyond the parameters) lets it through; the check of a steep noise trend does not: alpha's
+    interval also holds the fit with the same noise at every batch size, and reaches the linear
+    margin."""
     trials = pd.read_csv(Path(__file__).parent / "golden" / "quadratic_collapsed_noise_trials.csv")
     inf = infer(trials, replicates=0, warmup=False, quick=True)
-    assert inf.resid_df == 4 and MIN_RESID_DF > 4
-    assert (decide(inf).verdict, decide(inf).reason) == ("inconclusive", "few_in_basin")
+    assert inf.resid_df >= MIN_RESID_DF
+    assert abs(inf.power_fit.globals[4]) >= STEEP_NOISE_TREND
+    lo, hi = inf.alpha_ci
+    chi_lo, chi_hi = inf.alpha_ci_chi2
+    assert chi_hi < 0.8 < hi and lo <= chi_lo  # the fitted noise alone: outside both margins
+    assert (decide(inf).verdict, decide(inf).reason) == ("inconclusive", "overlaps")
+    assert inf.alpha_ci_same_noise is not None and inf.alpha_ci_same_noise[1] > 0.8
+    note = [n for n in explain(inf, decide(inf)).notes if "same noise at every batch" in n]
+    assert note and "larger at the smallest batch size" in note[0]
+
+
+def test_a_gentle_noise_trend_leaves_alpha_s_interval_as_fitted():
+    inf = infer(_few_trials_sweep(9), replicates=0)
+    assert abs(inf.power_fit.globals[4]) < STEEP_NOISE_TREND
+    assert inf.alpha_ci == inf.alpha_ci_chi2 and inf.alpha_ci_same_noise is None
+
+
+def test_the_saturating_rule_finds_its_knee_inside_the_range_without_the_constant_rule():
+    """The design loop fits no constant rule; the saturating rule was then started only from
+    its linear limit and missed its better maximum (a knee at B ~ 59 inside 4..64) by 6.6
+    AICc: the loop called `linear` on trials the report called `bend_supported`."""
+    trials = pd.read_csv(Path(__file__).parent / "golden" / "quadratic_knee_trials.csv")
+    with_const = infer(trials, replicates=0, warmup=False, quick=True)
+    without = infer(trials, replicates=0, warmup=False, quick=True, constant=False)
+    assert abs(without.rules["saturating"].aicc - with_const.rules["saturating"].aicc) < 0.1
+    assert 4 < without.b_noise < 64
+    assert decide(without).reason == decide(with_const).reason == "bend_supported"
 
 
 def test_the_rule_with_its_margin_is_never_judged_worse_than_the_exact_rule():
