@@ -402,7 +402,8 @@ def method_lines(a: Analysis) -> list[str]:
         "fitted model at exactly the lrs, warmups and batch sizes that were run (diverged runs "
         "stay diverged), refitting, and scaling the likelihood-ratio threshold by the mean "
         "statistic when it exceeds the chi-square value (a Bartlett correction): intervals are "
-        "widened when they under-cover, never narrowed.",
+        "widened when they under-cover, never narrowed. Alpha's also holds the fit with the "
+        "same seed noise at every batch size when the fitted noise drifts steeply with B.",
         "Rules for mu(B): linear (alpha = 1), sqrt (0.5), constant (0), free power law, "
         "saturating lr_max / (1 + B_noise / B) (McCandlish et al. 2018) and log-quadratic "
         "(rises then falls: the surge of Li et al. 2024), each fitted inside the same model and "

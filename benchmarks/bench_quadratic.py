@@ -24,7 +24,9 @@ asserted.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.runner}; exact optimum: " + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
     )
     right = covered = close = n_batch = n_sweeps = 0
+    widths: list[float] = []
     for label, (batches, expected) in RANGES.items():
         for seed in a.seeds:
             name = f"q{batches[-1]}-{a.design}-s{seed}"
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     r.lr_ci_hi is None or x <= r.lr_ci_hi
                 )
                 ratio = float(r.lr) / x
+                if r.lr_ci_lo is not None and r.lr_ci_hi is not None:
+                    widths.append(math.log10(float(r.lr_ci_hi) / float(r.lr_ci_lo)))
                 n_batch += 1
                 covered += inside
                 close += 1 / 1.25 <= ratio <= 1.25
@@ -164,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nright verdicts {right}/{n_sweeps}; per-batch intervals holding the exact optimum "
         f"{covered}/{n_batch} = {covered / n_batch:.2f}; estimates within 1.25x "
-        f"{close}/{n_batch} = {close / n_batch:.2f}"
+        f"{close}/{n_batch} = {close / n_batch:.2f}; closed intervals' median width "
+        f"{statistics.median(widths) if widths else float('nan'):.2f} decade"
     )
     print(f"results: {storage}")
     return 0

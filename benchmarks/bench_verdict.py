@@ -9,7 +9,8 @@ constant, underpowered, seed noise growing with the lr, a clean 13-lr grid) it s
 and prints:
 
 - alpha: the share of replicates whose 95% interval holds the planted alpha (goal >= 0.9);
-- mu_B: the share of located per-batch intervals that hold the planted optimum;
+- mu_B: the share of located per-batch intervals that hold the planted optimum, and their
+  median width in decades (closed intervals);
 - wrong: decided verdicts that contradict the planted law (goal <= 2%); right; undecided;
 - the median alpha interval width and analysis seconds per sweep.
 """
@@ -47,6 +48,7 @@ def one(args: tuple[str, int, int, float]) -> dict:
         "alpha_cover": None,
         "width": None,
         "mu_cover": [],
+        "mu_width": [],
         "reason": dec.reason,
     }
     if inf.alpha is not None and sc.alpha is not None:
@@ -62,6 +64,8 @@ def one(args: tuple[str, int, int, float]) -> dict:
         lo = -math.inf if r["lr_ci_lo"] is None else math.log10(r["lr_ci_lo"])
         hi = math.inf if r["lr_ci_hi"] is None else math.log10(r["lr_ci_hi"])
         out["mu_cover"].append(lo <= truth <= hi)
+        if math.isfinite(hi - lo):
+            out["mu_width"].append(hi - lo)
     return out
 
 
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"scenario, {a.replicates} calibration replicates, margin {a.margin}"
     )
     print(
-        f"{'scenario':<20} {'alpha cov':>9} {'mu cov':>7} {'wrong':>6} {'right':>6} "
+        f"{'scenario':<20} {'alpha cov':>9} {'mu cov':>7} {'mu wd':>6} {'wrong':>6} {'right':>6} "
         f"{'undec':>6} {'width':>6} {'s/sweep':>7}  verdicts"
     )
     total_wrong = total = 0
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             res = list(pool.map(one, jobs))
             cov = [r["alpha_cover"] for r in res if r["alpha_cover"] is not None]
             mu = [c for r in res for c in r["mu_cover"]]
+            mu_w = [w for r in res for w in r["mu_width"]]
             wrong = [r for r in res if r["verdict"] not in ("inconclusive", r["right"])]
             right = [r for r in res if r["verdict"] == r["right"]]
             und = [r for r in res if r["verdict"] == "inconclusive"]
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             total += len(res)
             print(
                 f"{name:<20} {np.mean(cov) if cov else float('nan'):>9.2f} "
-                f"{np.mean(mu) if mu else float('nan'):>7.2f} {len(wrong) / len(res):>6.2f} "
+                f"{np.mean(mu) if mu else float('nan'):>7.2f} "
+                f"{np.median(mu_w) if mu_w else float('nan'):>6.2f} {len(wrong) / len(res):>6.2f} "
                 f"{len(right) / len(res):>6.2f} {len(und) / len(res):>6.2f} "
                 f"{np.median(widths) if widths else float('nan'):>6.2f} "
                 f"{np.median([r['secs'] for r in res]):>7.2f}  {counts}",
