@@ -47,6 +47,7 @@ FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
 MU_LIMIT_DECADES = 1.0  # a per-batch interval open this far beyond the tried lrs is unbounded
 BRACKET_MIN_DECADES = 0.1  # a finite worse trial nearer the best than this brackets it loosely
 BRACKET_MAX_DECADES = 1.0  # so does any trial farther than this (a factor-10 grid is firm)
+NOISE_TREND = 4  # the seed noise's drift with log B in Fit.globals (a, g, r, s0, s1)
 STEEP_NOISE_TREND = 1.0  # a seed-noise drift this steep (log sd per sd of log B; 1.0 is 11x
 # between the ends of B = 4..64) is checked: alpha's interval becomes the union of the fitted
 # one and the one with the noise the same at every B. A fit can explain its misfit by giving
@@ -120,7 +121,6 @@ class Inference:
     warmup: object | None = None  # analysis.warmup_test.WarmupTest
     power_fit: Fit | None = field(default=None, repr=False)  # the power law's full fit
     power_design: Design | None = field(default=None, repr=False)  # ... and its trials
-    free_fit: Fit | None = field(default=None, repr=False)  # the free model on those trials
     basin_width: float | None = None  # decades from the optimum where the metric rises
     # by one noise sd (median batch size): how flat the basin is
     resid_df: int | None = None  # the free model's Fit.resid_df (batch sizes in the rule fits)
@@ -392,7 +392,6 @@ def infer(
         warmup=wt,
         power_fit=power_fit,
         power_design=sub,
-        free_fit=sub_free,
         basin_width=_width(free),
         resid_df=sub_free.resid_df,
     )
@@ -616,7 +615,7 @@ def _alpha(
                 limit=4.0,
             )
     ci_same = None
-    if abs(float(power_fit.globals[4])) >= STEEP_NOISE_TREND:
+    if abs(float(power_fit.globals[NOISE_TREND])) >= STEEP_NOISE_TREND:
         ci_same = _alpha_without_noise_trend(sub, model, cut, power_fit, base, cal)
         ci = _union(ci, ci_same)
     return alpha, ci_chi2, ci, cal, ci_same
@@ -625,16 +624,21 @@ def _alpha(
 def _noise_drift(fit: Fit, design: Design) -> float:
     """The fitted seed noise sd at the largest batch size over that at the smallest."""
     z = design.z
-    return float(math.exp(float(fit.globals[4]) * (float(z.max()) - float(z.min()))))
+    return float(math.exp(float(fit.globals[NOISE_TREND]) * (float(z.max()) - float(z.min()))))
 
 
 def _alpha_without_noise_trend(
-    sub: Design, model: MuModel, cut: float, power_fit: Fit, base: float, cal
+    sub: Design,
+    model: MuModel,
+    cut: float,
+    power_fit: Fit,
+    base: float,
+    cal: Calibration | None,
 ) -> tuple[float | None, float | None]:
     """Alpha's profile interval with the seed noise the same at every batch size."""
     lik = Likelihood(sub, model, cut, noise_trend=False)
     start = power_fit.params.copy()
-    start[power_fit.layout.g.start + 4] = 0.0
+    start[power_fit.layout.g.start + NOISE_TREND] = 0.0
     params, ll, _ = basin.maximize(lik, start)
     scale = cal.threshold / CHI2_1_95 if cal is not None and cal.widened else 1.0
     lo, hi = profile_interval(lik, params, ll, 1, threshold=base * scale, limit=4.0)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis.decision import MIN_RESID_DF, decide
-from analysis.inference import STEEP_NOISE_TREND, Inference, RuleFit, infer
+from analysis.inference import NOISE_TREND, STEEP_NOISE_TREND, Inference, RuleFit, infer
 from analysis.planted import right_verdict, scenarios, simulate
 from analysis.verdict import explain
 
@@ -253,7 +253,7 @@ def test_a_collapsed_noise_fit_of_the_exact_problem_is_not_a_verdict():
     trials = pd.read_csv(Path(__file__).parent / "golden" / "quadratic_collapsed_noise_trials.csv")
     inf = infer(trials, replicates=0, warmup=False, quick=True)
     assert inf.resid_df >= MIN_RESID_DF
-    assert abs(inf.power_fit.globals[4]) >= STEEP_NOISE_TREND
+    assert abs(inf.power_fit.globals[NOISE_TREND]) >= STEEP_NOISE_TREND
     lo, hi = inf.alpha_ci
     chi_lo, chi_hi = inf.alpha_ci_chi2
     assert chi_hi < 0.8 < hi and lo <= chi_lo  # the fitted noise alone: outside both margins
@@ -265,7 +265,7 @@ def test_a_collapsed_noise_fit_of_the_exact_problem_is_not_a_verdict():
 
 def test_a_gentle_noise_trend_leaves_alpha_s_interval_as_fitted():
     inf = infer(_few_trials_sweep(9), replicates=0)
-    assert abs(inf.power_fit.globals[4]) < STEEP_NOISE_TREND
+    assert abs(inf.power_fit.globals[NOISE_TREND]) < STEEP_NOISE_TREND
     assert inf.alpha_ci == inf.alpha_ci_chi2 and inf.alpha_ci_same_noise is None
 
 
