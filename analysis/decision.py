@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from analysis.inference import MIN_POINTS, Inference
+from analysis.inference import ALPHA_MAX, MIN_POINTS, Inference
 
 MARGIN = 0.2
 MAX_MARGIN = 0.25  # beyond it the two margins overlap and an interval could lie in both
@@ -72,9 +72,6 @@ def _clearly_better(inf: Inference, name: str, others: tuple[str, ...]) -> bool:
     r = inf.rules.get(name)
     rivals = [inf.rules[o].aicc for o in others if o in inf.rules and o != name]
     return r is not None and bool(rivals) and r.aicc + CLEAR_AICC <= min(rivals)
-
-
-ALPHA_MAX = 3.0  # |alpha| beyond this is a degenerate fit of the power law, not a scaling rule
 
 
 def _inside(b: float | None, inf: Inference) -> bool:

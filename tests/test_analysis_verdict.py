@@ -288,3 +288,19 @@ def test_the_rule_with_its_margin_is_never_judged_worse_than_the_exact_rule():
     aicc = {"linear": 9.0, "sqrt": 90.0, "power": 11.0, "saturating": 30.0, "curved": 0.0}
     dec = decide(_inf((0.95, 1.05), aicc=aicc, b_noise=5000.0, peak=5000.0))
     assert (dec.verdict, dec.reason) == ("linear", "inside_linear")
+
+
+def test_a_degenerate_same_noise_fit_does_not_open_alpha_s_interval():
+    """155 trials of a real exact-problem sweep over B = 4..1024, 134 of them at B = 4: the
+    fitted noise drifts steeply, and the fit with the same noise at every B runs off to
+    alpha = 708 on flat basins (96 log-likelihood units worse). Its open interval had opened
+    alpha's to (-inf, inf), and the design loop, with no interval to act on, sent trial after
+    trial to one batch size. A degenerate alternative is no evidence: alpha's interval stays
+    the fitted one."""
+    trials = pd.read_csv(
+        Path(__file__).parent / "golden" / "quadratic_same_noise_degenerate_trials.csv"
+    )
+    inf = infer(trials, replicates=0, warmup=False, quick=True)
+    assert abs(inf.power_fit.globals[NOISE_TREND]) >= STEEP_NOISE_TREND
+    assert inf.alpha_ci_same_noise is None
+    assert inf.alpha_ci == inf.alpha_ci_chi2 and None not in inf.alpha_ci
