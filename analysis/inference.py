@@ -602,22 +602,18 @@ def _alpha(
         lik, power_fit.params, power_fit.loglik, 1, threshold=base, limit=4.0
     )
     cal = None
-    ci = ci_chi2
+    ci, threshold = ci_chi2, base
     if replicates > 0:
         stats, failed = lr_statistics(sub, model, cut, power_fit.params, [1], replicates, rng)
         cal = calibration_from(stats, failed)
         if cal.widened:  # the same Bartlett scale at any level
+            threshold = base * cal.threshold / CHI2_1_95
             ci = profile_interval(
-                lik,
-                power_fit.params,
-                power_fit.loglik,
-                1,
-                threshold=base * cal.threshold / CHI2_1_95,
-                limit=4.0,
+                lik, power_fit.params, power_fit.loglik, 1, threshold=threshold, limit=4.0
             )
     ci_same = None
     if abs(float(power_fit.globals[NOISE_TREND])) >= STEEP_NOISE_TREND:
-        ci_same = _alpha_without_noise_trend(sub, model, cut, power_fit, base, cal)
+        ci_same = _alpha_without_noise_trend(sub, model, cut, power_fit, threshold)
         if ci_same is not None:
             ci = _union(ci, ci_same)
     return alpha, ci_chi2, ci, cal, ci_same
@@ -634,23 +630,21 @@ def _alpha_without_noise_trend(
     model: MuModel,
     cut: float,
     power_fit: Fit,
-    base: float,
-    cal: Calibration | None,
+    threshold: float,
 ) -> tuple[float | None, float | None] | None:
-    """Alpha's profile interval with the seed noise the same at every batch size; None when
-    that fit is degenerate (not converged, or alpha beyond ALPHA_MAX): the trials then reject
-    the same noise at every B outright (seen on a real exact-problem sweep, 134 of 155 trials
-    at B = 4: alpha ran to 708 on flat basins, 96 log-likelihood units below the fitted
-    noise, and its open interval had opened alpha's)"""
+    """Alpha's profile interval (at the fitted interval's calibrated `threshold`) with the
+    seed noise the same at every batch size; None when that fit is degenerate (not converged,
+    or alpha beyond ALPHA_MAX): the trials then reject the same noise at every B outright
+    (seen on a real exact-problem sweep, 134 of 155 trials at B = 4: alpha ran to 708 on flat
+    basins, 96 log-likelihood units below the fitted noise, and its open interval had opened
+    alpha's)."""
     lik = Likelihood(sub, model, cut, noise_trend=False)
     start = power_fit.params.copy()
     start[power_fit.layout.g.start + NOISE_TREND] = 0.0
     params, ll, converged = basin.maximize(lik, start)
     if not converged or not abs(float(params[1])) <= ALPHA_MAX:
         return None
-    scale = cal.threshold / CHI2_1_95 if cal is not None and cal.widened else 1.0
-    lo, hi = profile_interval(lik, params, ll, 1, threshold=base * scale, limit=4.0)
-    return lo, hi
+    return profile_interval(lik, params, ll, 1, threshold=threshold, limit=4.0)
 
 
 def _union(
