@@ -98,6 +98,26 @@ def run_in_process(path: Path, batches: list[int], seed: int) -> tuple[float, pd
     return time.perf_counter() - t0, trials
 
 
+def print_per_batch(rows: list[tuple[str, int, float, bool, bool, int]]) -> None:
+    """Per range and batch size: the estimates' mean and sd of log10(estimate / exact) (the
+    model's bias shows where the basin is not the model's shape), the shares covered and within
+    1.25x, and the median trials the batch size got."""
+    print(
+        "\nper batch size: range, B, sweeps, mean and sd of log10(estimate / exact), covered, "
+        "within 1.25x, median trials"
+    )
+    keys = sorted({(label, b) for label, b, *_ in rows}, key=lambda k: (len(k[0]), k[0], k[1]))
+    for label, b in keys:
+        sel = [r for r in rows if r[0] == label and r[1] == b]
+        errs = [r[2] for r in sel]
+        sd = statistics.stdev(errs) if len(errs) > 1 else float("nan")
+        print(
+            f"{label:>8} B={b:<5} {len(sel):>3} {statistics.fmean(errs):+.3f} {sd:.3f} "
+            f"{sum(r[3] for r in sel) / len(sel):.2f} {sum(r[4] for r in sel) / len(sel):.2f} "
+            f"{statistics.median(r[5] for r in sel):.0f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
@@ -116,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     right = covered = close = n_batch = n_sweeps = 0
     widths: list[float] = []
+    per_batch: list[tuple[str, int, float, bool, bool, int]] = []  # range, B, error, in, close, n
     for label, (batches, expected) in RANGES.items():
         for seed in a.seeds:
             name = f"q{batches[-1]}-{a.design}-s{seed}"
@@ -149,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
                 n_batch += 1
                 covered += inside
                 close += 1 / 1.25 <= ratio <= 1.25
+                per_batch.append(
+                    (
+                        label,
+                        int(r.batch_size),
+                        math.log10(ratio),
+                        bool(inside),
+                        1 / 1.25 <= ratio <= 1.25,
+                        int((trials["batch_size"] == r.batch_size).sum()),
+                    )
+                )
                 cells.append(
                     f"B={r.batch_size} x{ratio:.2f}{'' if inside else ' MISS'}"
                     f"{' EDGE' if r.at_edge else ''}"
@@ -172,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{close}/{n_batch} = {close / n_batch:.2f}; closed intervals' median width "
         f"{statistics.median(widths) if widths else float('nan'):.2f} decade"
     )
+    print_per_batch(per_batch)
     print(f"results: {storage}")
     return 0
 
