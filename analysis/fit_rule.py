@@ -26,7 +26,8 @@ regimes; for Adam it tests "no lr change" (alpha = 0), for any optimizer the sur
 
 Prints the best lr per batch size (with CI, edge flag, trial and divergence counts) and the
 verdict paragraph. Bad input (missing or empty folder, no finished trial, unknown metric)
-prints one line on stderr and exits with code 2.
+prints one line on stderr and exits with code 2; Ctrl-C prints one line and exits with 130
+(the results are only read, so nothing is lost: run the same command again).
 """
 
 from __future__ import annotations
@@ -35,8 +36,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.load import AnalysisError, error_exit
-from analysis.pipeline import Analysis, analyze
+EXIT_SIGINT = 130  # the shell's code for a process stopped by Ctrl-C
+
+try:
+    from analysis.load import AnalysisError, error_exit
+    from analysis.pipeline import Analysis, analyze
+except KeyboardInterrupt:  # Ctrl-C while Python loads numpy, scipy, pandas: nothing started
+    print(
+        "\n[fit_rule] interrupted (Ctrl-C) before it started; nothing was written", file=sys.stderr
+    )
+    sys.exit(EXIT_SIGINT)
 
 
 def console_table(a: Analysis) -> str:
@@ -129,6 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or args.results / "report"
+    writing = False
     try:
         a = analyze(
             args.results,
@@ -140,9 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         from analysis.report import write_report  # matplotlib only when there is a report
 
+        writing = True
         written = write_report(a, out, args.json)
     except (AnalysisError, OSError) as exc:
         return error_exit(exc)
+    except KeyboardInterrupt:  # the results are only read: nothing of them is lost
+        done = f"the report in {out} may be incomplete" if writing else "no report was written"
+        print(
+            f"\n[fit_rule] interrupted (Ctrl-C); {done}: run the same command again",
+            file=sys.stderr,
+        )
+        return EXIT_SIGINT
     print(summary_text(a, written))
     return 0
 

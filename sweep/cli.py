@@ -224,8 +224,8 @@ def write_report(exp_dir: Path, metric: str) -> tuple[int, str]:
 def main(argv: list[str] | None = None) -> int:
     stopping.install()  # Ctrl-C and SIGTERM (Slurm, Kubernetes, kill) stop the sweep cleanly
     tighten_umask()  # the caller's umask, minus group/world write: never looser
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         cfg = resolve_config(args)
         if args.print_config:
             print(print_config(cfg, config_path(args.config)), end="")

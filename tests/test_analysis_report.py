@@ -1,8 +1,11 @@
 """The report: `python -m analysis.fit_rule` end to end, fit.json, comparisons and errors."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +236,46 @@ def test_a_sweep_where_every_trial_diverged_still_gets_a_report(tmp_path):
     assert doc["verdict"] == "inconclusive"
     assert all(e["lr"] is None and e["n_diverged"] == 2 for e in doc["best_lr"])
     assert "every finished trial diverged" in doc["verdict_text"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_during_the_analysis_prints_one_line_and_exits_130(tmp_path):
+    """A user who stops a long analysis gets one line, code 130 and no traceback; the results
+    folder is untouched."""
+    law, spec = scenario("linear")
+    write_results(tmp_path, law, spec)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "analysis.fit_rule",
+            "--results",
+            str(tmp_path),
+            "--n-boot",
+            "5000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # well into the analysis: seconds of CPU (Python's start and the imports take about one)
+    deadline = time.time() + 60
+    while proc.poll() is None and _cpu_seconds(proc.pid) < 3.0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the analysis ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert lines == [
+        "[fit_rule] interrupted (Ctrl-C); no report was written: run the same command again"
+    ]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
