@@ -36,7 +36,7 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_SIGINT = 130  # the shell's code for a process stopped by Ctrl-C
+EXIT_SIGINT = 130  # the shell's code for a process stopped by Ctrl-C (as the sweep's)
 
 try:
     from analysis.load import AnalysisError, error_exit

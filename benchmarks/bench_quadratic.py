@@ -106,8 +106,7 @@ def print_per_batch(rows: list[tuple[str, int, float, bool, bool, int]]) -> None
         "\nper batch size: range, B, sweeps, mean and sd of log10(estimate / exact), covered, "
         "within 1.25x, median trials"
     )
-    keys = sorted({(label, b) for label, b, *_ in rows}, key=lambda k: (len(k[0]), k[0], k[1]))
-    for label, b in keys:
+    for label, b in dict.fromkeys((label, b) for label, b, *_ in rows):  # in the order run
         sel = [r for r in rows if r[0] == label and r[1] == b]
         errs = [r[2] for r in sel]
         sd = statistics.stdev(errs) if len(errs) > 1 else float("nan")
@@ -167,18 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = float(r.lr) / x
                 if r.lr_ci_lo is not None and r.lr_ci_hi is not None:
                     widths.append(math.log10(float(r.lr_ci_hi) / float(r.lr_ci_lo)))
+                near = 1 / 1.25 <= ratio <= 1.25
                 n_batch += 1
                 covered += inside
-                close += 1 / 1.25 <= ratio <= 1.25
+                close += near
+                n_at_b = int((trials["batch_size"] == r.batch_size).sum())
                 per_batch.append(
-                    (
-                        label,
-                        int(r.batch_size),
-                        math.log10(ratio),
-                        bool(inside),
-                        1 / 1.25 <= ratio <= 1.25,
-                        int((trials["batch_size"] == r.batch_size).sum()),
-                    )
+                    (label, int(r.batch_size), math.log10(ratio), bool(inside), near, n_at_b)
                 )
                 cells.append(
                     f"B={r.batch_size} x{ratio:.2f}{'' if inside else ' MISS'}"
