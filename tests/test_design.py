@@ -212,3 +212,20 @@ def test_the_design_benchmark_counts_an_undecided_run_as_needing_more():
         [31, 30, 29], [None, None, 99], 150, 99
     )
     assert "no ratio" in summary([None, None, 31], [54, 54, 54], 150, 162)
+
+
+def test_the_design_benchmark_says_how_far_its_seeds_pin_the_ratio():
+    """The ratio of medians over a few seeds has a spread; a reader comparing it with the goal
+    (0.5) needs it. The quadratic-expected counts of seeds 1-15: 0.55, and the interval leaves
+    the goal out; the same loop counts against a grid that needed 51 or 99 at random hold it."""
+    from benchmarks.bench_design import ratio_interval, summary
+
+    loop = [29, 23, 31, 21, 26, 34, 51, 26, 27, 25, 28, 57, 31, 22, 37]
+    grid = [99, 51, 99, 99, 51, 51, 51] + [51] * 8
+    lo, hi = ratio_interval(loop, grid)
+    assert 0.5 < lo <= 28 / 51 <= hi < 0.7
+    lo2, hi2 = ratio_interval(loop, [99, 51] * 7 + [99])
+    assert lo2 < 0.5 < hi2  # the grid's median itself unsure: the interval is wide
+    assert "90% interval over the seeds" in summary(loop, grid, 150, 99)
+    assert ratio_interval(loop[:4], grid[:4]) is None  # too few seeds to resample
+    assert ratio_interval([None] * 5, [51] * 5) is None  # the loop's median never decided
