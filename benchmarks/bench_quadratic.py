@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.decision import decide
@@ -117,6 +118,30 @@ def print_per_batch(rows: list[tuple[str, int, float, bool, bool, int]]) -> None
         )
 
 
+BOOT_REPS = 2000  # resamples of the sweeps for the shares' intervals
+
+
+def share_intervals(
+    running: list[tuple[int, int, int]], level: float = 0.9, seed: int = 0
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Percentile intervals of the shares covered and within 1.25x, whole sweeps resampled
+    (the optima of one sweep share its trials and its fit, so they are not independent draws).
+    `running` holds the cumulative counts (covered, within, optima) after each sweep; None
+    with fewer than 5 sweeps."""
+    counts = np.diff(np.array([(0, 0, 0), *running]), axis=0)  # per sweep
+    if len(counts) < 5 or counts[:, 2].sum() == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    tot = counts[rng.integers(0, len(counts), size=(BOOT_REPS, len(counts)))].sum(axis=1)
+    tot = tot[tot[:, 2] > 0]
+    tail = (1 - level) / 2
+    out = []
+    for k in (0, 1):
+        share = tot[:, k] / tot[:, 2]
+        out.append((float(np.quantile(share, tail)), float(np.quantile(share, 1 - tail))))
+    return out[0], out[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
@@ -134,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.runner}; exact optimum: " + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
     )
     right = covered = close = n_batch = n_sweeps = 0
+    by_sweep: list[tuple[int, int, int]] = []  # covered, within 1.25x, optima: per sweep
     widths: list[float] = []
     per_batch: list[tuple[str, int, float, bool, bool, int]] = []  # range, B, error, in, close, n
     for label, (batches, expected) in RANGES.items():
@@ -178,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"B={r.batch_size} x{ratio:.2f}{'' if inside else ' MISS'}"
                     f"{' EDGE' if r.at_edge else ''}"
                 )
+            by_sweep.append((covered, close, n_batch))
             alpha = (
                 "-"
                 if inf.alpha is None
@@ -197,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{close}/{n_batch} = {close / n_batch:.2f}; closed intervals' median width "
         f"{statistics.median(widths) if widths else float('nan'):.2f} decade"
     )
+    shares = share_intervals(by_sweep)
+    if shares is not None:
+        (c_lo, c_hi), (w_lo, w_hi) = shares
+        print(
+            f"90% intervals over the sweeps (bootstrap of whole sweeps, {BOOT_REPS} resamples): "
+            f"covered {c_lo:.2f} to {c_hi:.2f}, within 1.25x {w_lo:.2f} to {w_hi:.2f}"
+        )
     print_per_batch(per_batch)
     print(f"results: {storage}")
     return 0
