@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.runner}; exact optimum: " + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
     )
     right = covered = close = n_batch = n_sweeps = 0
-    by_sweep: list[tuple[int, int, int]] = []  # covered, within 1.25x, optima: per sweep
+    by_sweep: list[tuple[int, int, int]] = []  # covered, within 1.25x, optima: so far, per sweep
     widths: list[float] = []
     per_batch: list[tuple[str, int, float, bool, bool, int]] = []  # range, B, error, in, close, n
     for label, (batches, expected) in RANGES.items():
