@@ -402,6 +402,8 @@ def run_sweep(
         raise
     if signal.SIGTERM in seen:  # ...or its SystemExit was swallowed (`signals_seen`)
         raise stopping.Terminated
+    if signal.SIGINT in seen:  # a KeyboardInterrupt swallowed the same way (an at-fork callback)
+        raise KeyboardInterrupt
     cluster.check_cluster(cfg, storage, options)  # prints nodes; node-local storage on >1 node
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     slots = concurrent_slots(cfg, cpus, gpus)

@@ -56,13 +56,30 @@ class DiskFull(BaseException):
         self.path = path
 
 
+STOP_EXCEPTIONS = (SystemExit, KeyboardInterrupt, Terminated)  # what stop signals raise
+
+
+def _quiet_stop(hook):
+    """An unraisable-exception hook that drops a stop signal's exception (Python would print
+    "Exception ignored in: <function _releaseLock>" and a traceback: the user's one line
+    would come after it) and passes anything else to `hook`. The signal is not lost:
+    `signals_seen` reports it and the caller stops."""
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, STOP_EXCEPTIONS):
+            hook(unraisable)
+
+    return quiet
+
+
 @contextmanager
 def signals_seen() -> Iterator[set[int]]:
     """The signals that arrive inside the block, whatever handler ran for them (through the
     interpreter's wakeup fd), in the yielded set once the block ends. `ray.init` installs a
     SIGTERM handler that raises SystemExit, and one raised inside an at-fork callback is only
     printed ("Exception ignored"): the sweep then ran on as if never stopped (seen: exit 0
-    after a SIGTERM 2.5 s into the start)."""
+    after a SIGTERM 2.5 s into the start). Inside the block that print is dropped
+    (`_quiet_stop`): the caller stops on the signal and says so in one line."""
     seen: set[int] = set()
     if threading.current_thread() is not threading.main_thread():
         yield seen
@@ -71,9 +88,12 @@ def signals_seen() -> Iterator[set[int]]:
     os.set_blocking(read_end, False)
     os.set_blocking(write_end, False)
     previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_stop(hook)
     try:
         yield seen
     finally:
+        sys.unraisablehook = hook
         signal.set_wakeup_fd(previous)
         try:
             while chunk := os.read(read_end, 512):
