@@ -244,9 +244,10 @@ def _cpu_seconds(pid: int) -> float:
 
 
 # `python -m analysis.fit_rule ARGS` as a terminal starts it: Ctrl-C delivered and handled by
-# Python. A child inherits an ignored or blocked SIGINT from its parent (`exec` keeps both),
-# and under the parallel `make test` a pytest worker once passed one on: the analysis then ran
-# to its end and exited 0.
+# Python. A child inherits an ignored or blocked SIGINT from its parent (`exec` keeps both); the
+# analysis then runs to its end and exits 0 with nothing on stderr, which is what this test saw
+# once under the parallel `make test` (which test or library left the worker so was not found:
+# a probe of every test's before and after found none).
 AS_FROM_A_TERMINAL = (
     "import runpy, signal, sys; "
     "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
