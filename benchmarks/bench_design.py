@@ -33,6 +33,7 @@ import numpy as np
 from analysis.decision import decide
 from analysis.inference import infer
 from analysis.planted import scenarios
+from benchmarks.resample import BOOT_REPS, percentile_interval, resamples
 from sweep.design import Budget, _frame, run_loop
 
 GRID_DENSITIES = (5, 9, 17, 33)  # lrs per batch size: nested log grids
@@ -140,33 +141,27 @@ def run_grid(run, batches, centre, expected, seed: int) -> tuple[int | None, str
     return None, verdict
 
 
-BOOT_REPS = 2000  # resamples of the seeds for the ratio's interval
-
-
 def ratio_interval(
-    loop_n: list[int | None], grid_n: list[int | None], level: float = 0.9, seed: int = 0
+    loop_n: list[int | None], grid_n: list[int | None], level: float = 0.9
 ) -> tuple[float, float] | None:
     """A percentile interval of the ratio of medians, the seeds resampled in pairs (a seed's
     loop and grid run the same trials function and noise): how much of a difference between
     two ratios, or between a ratio and the goal, the seeds can tell. A run that never decided
-    right counts as infinitely many trials, as in the median; None with fewer than 5 seeds or
-    when the loop's median run never decided right."""
+    right counts as infinitely many trials, as in the median; None with fewer than MIN_UNITS
+    seeds or when the loop's median run never decided right."""
     pairs = np.array(
         [
             [math.inf if n is None else n for n in loop_n],
             [math.inf if g is None else g for g in grid_n],
         ]
     )
-    if pairs.shape[1] < 5 or math.isinf(float(np.median(pairs[0]))):
+    pick = resamples(pairs.shape[1])
+    if pick is None or math.isinf(float(np.median(pairs[0]))):
         return None
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, pairs.shape[1], size=(BOOT_REPS, pairs.shape[1]))
     med = np.median(pairs[:, pick], axis=2)  # (2, BOOT_REPS)
     with np.errstate(invalid="ignore"):
         r = med[0] / med[1]  # inf / inf (both medians undecided) is nan: no ratio there
-    r = r[~np.isnan(r)]
-    tail = (1 - level) / 2
-    return float(np.quantile(r, tail)), float(np.quantile(r, 1 - tail))
+    return percentile_interval(r[~np.isnan(r)], level)
 
 
 def summary(

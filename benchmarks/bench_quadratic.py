@@ -40,6 +40,7 @@ from analysis.decision import decide
 from analysis.inference import infer
 from analysis.load import load_results
 from benchmarks.machine import cpu_model
+from benchmarks.resample import BOOT_REPS, percentile_interval, resamples
 from trainables.quadratic import best_lr
 
 RANGES = {"4..64": ([4, 16, 64], "linear"), "4..1024": ([4, 16, 64, 256, 1024], "neither")}
@@ -118,28 +119,21 @@ def print_per_batch(rows: list[tuple[str, int, float, bool, bool, int]]) -> None
         )
 
 
-BOOT_REPS = 2000  # resamples of the sweeps for the shares' intervals
-
-
 def share_intervals(
-    running: list[tuple[int, int, int]], level: float = 0.9, seed: int = 0
+    per_sweep: list[tuple[int, int, int]], level: float = 0.9
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """Percentile intervals of the shares covered and within 1.25x, whole sweeps resampled
     (the optima of one sweep share its trials and its fit, so they are not independent draws).
-    `running` holds the cumulative counts (covered, within, optima) after each sweep; None
-    with fewer than 5 sweeps."""
-    counts = np.diff(np.array([(0, 0, 0), *running]), axis=0)  # per sweep
-    if len(counts) < 5 or counts[:, 2].sum() == 0:
+    `per_sweep` holds each sweep's counts (covered, within 1.25x, optima); None with fewer than
+    MIN_UNITS sweeps."""
+    counts = np.array(per_sweep).reshape(-1, 3)
+    pick = resamples(len(counts))
+    if pick is None or counts[:, 2].sum() == 0:
         return None
-    rng = np.random.default_rng(seed)
-    tot = counts[rng.integers(0, len(counts), size=(BOOT_REPS, len(counts)))].sum(axis=1)
+    tot = counts[pick].sum(axis=1)
     tot = tot[tot[:, 2] > 0]
-    tail = (1 - level) / 2
-    out = []
-    for k in (0, 1):
-        share = tot[:, k] / tot[:, 2]
-        out.append((float(np.quantile(share, tail)), float(np.quantile(share, 1 - tail))))
-    return out[0], out[1]
+    covered, within = (percentile_interval(tot[:, k] / tot[:, 2], level) for k in (0, 1))
+    return covered, within
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.runner}; exact optimum: " + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
     )
     right = covered = close = n_batch = n_sweeps = 0
-    by_sweep: list[tuple[int, int, int]] = []  # covered, within 1.25x, optima: so far, per sweep
+    by_sweep: list[tuple[int, int, int]] = []  # each sweep's covered, within 1.25x, optima
     widths: list[float] = []
     per_batch: list[tuple[str, int, float, bool, bool, int]] = []  # range, B, error, in, close, n
     for label, (batches, expected) in RANGES.items():
@@ -180,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             right += dec.verdict == expected
             lo, hi = inf.alpha_ci
             cells = []
+            before = (covered, close, n_batch)
             for r in inf.table.itertuples():
                 x = exact[int(r.batch_size)]
                 if r.lr is None or r.lr != r.lr:
@@ -204,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"B={r.batch_size} x{ratio:.2f}{'' if inside else ' MISS'}"
                     f"{' EDGE' if r.at_edge else ''}"
                 )
-            by_sweep.append((covered, close, n_batch))
+            by_sweep.append((covered - before[0], close - before[1], n_batch - before[2]))
             alpha = (
                 "-"
                 if inf.alpha is None
