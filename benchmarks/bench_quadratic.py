@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# {cpu_model()}, python {platform.python_version()}, design {a.design}, runner "
         f"{a.runner}; exact optimum: " + ", ".join(f"B={b}: {v:.4g}" for b, v in exact.items())
     )
-    right = covered = close = n_batch = n_sweeps = 0
+    right = n_sweeps = 0
     by_sweep: list[tuple[int, int, int]] = []  # each sweep's covered, within 1.25x, optima
     widths: list[float] = []
     per_batch: list[tuple[str, int, float, bool, bool, int]] = []  # range, B, error, in, close, n
@@ -174,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             right += dec.verdict == expected
             lo, hi = inf.alpha_ci
             cells = []
-            before = (covered, close, n_batch)
+            sweep_in = sweep_near = sweep_n = 0  # this sweep's covered, within 1.25x, optima
             for r in inf.table.itertuples():
                 x = exact[int(r.batch_size)]
+                sweep_n += 1
                 if r.lr is None or r.lr != r.lr:
-                    n_batch += 1
                     cells.append(f"B={r.batch_size} not located")
                     continue
                 inside = (r.lr_ci_lo is None or r.lr_ci_lo <= x) and (
@@ -188,9 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 if r.lr_ci_lo is not None and r.lr_ci_hi is not None:
                     widths.append(math.log10(float(r.lr_ci_hi) / float(r.lr_ci_lo)))
                 near = 1 / 1.25 <= ratio <= 1.25
-                n_batch += 1
-                covered += inside
-                close += near
+                sweep_in += inside
+                sweep_near += near
                 n_at_b = int((trials["batch_size"] == r.batch_size).sum())
                 per_batch.append(
                     (label, int(r.batch_size), math.log10(ratio), bool(inside), near, n_at_b)
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"B={r.batch_size} x{ratio:.2f}{'' if inside else ' MISS'}"
                     f"{' EDGE' if r.at_edge else ''}"
                 )
-            by_sweep.append((covered - before[0], close - before[1], n_batch - before[2]))
+            by_sweep.append((sweep_in, sweep_near, sweep_n))
             alpha = (
                 "-"
                 if inf.alpha is None
@@ -213,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{dec.verdict:<12} (right: {expected}), alpha {alpha}; {'; '.join(cells)}",
                 flush=True,
             )
+    covered, close, n_batch = (sum(c[k] for c in by_sweep) for k in range(3))
     print(
         f"\nright verdicts {right}/{n_sweeps}; per-batch intervals holding the exact optimum "
         f"{covered}/{n_batch} = {covered / n_batch:.2f}; estimates within 1.25x "
