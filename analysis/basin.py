@@ -17,7 +17,10 @@ a trial whose metric lies more than `cut` above the best value of its batch size
 i.e. it contributes "worse than the cut" (P(y > T_B) under the model), not its value. A diverged
 trial is censored the same way ("worse than anything finite nearby"): neither dropped nor
 scored. The cut is the basin height at CUT_DECADES from the optimum (never below CUT_NOISE seed
-noise standard deviations), found by iterating the fit (`fit_cut`).
+noise standard deviations), found by iterating the fit (`fit_cut`). A run diverges only above
+the optimum: a diverged trial above its batch size's best finite lr also adds
+log Phi((x - mu_i) / EDGE_SOFTNESS), the optimum held below it (a divergence edge between the
+two, profiled out, smoothed so that a rule whose optimum would lie beyond can still be fitted).
 
 mu_B is free per batch size (`FREE`), or constrained by a rule (`mu_model`): a power law
 mu_B = a + alpha * log10(B / B_ref) (alpha free, or fixed at 1, 0.5 or 0), or saturating
@@ -47,6 +50,7 @@ FRESH_STEPS = 4  # steps of the cut's search that also try fresh starting values
 MU_SLACK = 4.0  # decades beyond the lrs tried that a free optimum may lie
 DMU_BOUNDS = (-2.0, 2.0)  # decades a warmup may move the optimum: beyond it the warmup's few
 # trials would be fitted by an unrelated far-away basin (a ridge that traps the optimizer)
+EDGE_SOFTNESS = 0.02  # decades: how sharply an optimum is held below a diverged lr
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 N_GLOBAL = 5  # a, g, r, s0, s1
 
@@ -258,6 +262,18 @@ def censor_levels(design: Design, cut: float) -> np.ndarray:
     return t
 
 
+def above_best(design: Design) -> np.ndarray:
+    """The diverged trials above their batch size's best finite lr: runs that blew up because
+    the lr was too large, so the optimum lies below them."""
+    finite = np.isfinite(design.y)
+    y = np.where(finite, design.y, np.inf)
+    x_best = np.full(design.nb, np.inf)  # no finite trial: no edge
+    for b in np.unique(design.bi[finite]):
+        on = np.flatnonzero(design.bi == b)
+        x_best[b] = design.x[on[np.argmin(y[on])]]
+    return design.diverged & (design.x > x_best[design.bi])
+
+
 class Likelihood:
     """The censored log-likelihood of a Design under one mu model, with its gradient."""
 
@@ -275,6 +291,10 @@ class Likelihood:
         self.cens = design.diverged | ~(design.y <= t)
         self.t = t
         self.y = np.where(self.cens, 0.0, design.y)
+        # a run diverges only above the optimum: the optimum lies below every such lr (a
+        # divergence edge between the optimum and the diverged run, profiled out), held there
+        # smoothly (EDGE_SOFTNESS) so that a rule's fit can still move it
+        self.edge = above_best(design)
         self._cache: tuple[bytes, dict[str, np.ndarray]] | None = None
 
     @property
@@ -330,6 +350,12 @@ class Likelihood:
         q = np.clip((self.t - pred) / s, -1e6, 1e6)
         log_sf = log_ndtr(-q)
         ll = np.where(cens, log_sf, -log_s - 0.5 * r * r - HALF_LOG_2PI)
+        e = np.where(self.edge, dx / EDGE_SOFTNESS, 0.0)  # the edge's margin, in softness units
+        log_cdf = log_ndtr(e)
+        ll = ll + np.where(self.edge, log_cdf, 0.0)
+        lam_e = np.where(
+            self.edge, np.exp(np.minimum(-0.5 * e * e - HALF_LOG_2PI - log_cdf, 700.0)), 0.0
+        )
         # inverse Mills ratio phi(q) / (1 - Phi(q)) of the censored trials
         mills = np.exp(np.minimum(-0.5 * q * q - HALF_LOG_2PI - log_sf, 700.0))
         return {
@@ -341,6 +367,8 @@ class Likelihood:
             "q": q,
             "ll": ll,
             "mills": mills,
+            "g_edge": -lam_e / EDGE_SOFTNESS,  # d ll / d mu_i of the edge term
+            "w_edge": lam_e * (lam_e + e) / EDGE_SOFTNESS**2,  # its information on mu_i
             "g_pred": np.where(cens, mills / s, r / s),  # d ll / d pred
             "g_logs": np.where(cens, mills * q, r * r - 1.0),  # d ll / d log s
         }
@@ -350,7 +378,7 @@ class Likelihood:
         d, lay = self.d, self.lay
         t = self._terms(p)
         g_pred, g_logs = t["g_pred"], t["g_logs"]
-        g_mu_i = g_pred * (-2.0 * t["c"] * t["dx"])
+        g_mu_i = g_pred * (-2.0 * t["c"] * t["dx"]) + t["g_edge"]
         g_logc = g_pred * t["c"] * t["dx"] ** 2
         nb, nw = d.nb, d.nw
         grad = np.zeros(lay.size)
@@ -422,6 +450,13 @@ class Likelihood:
         h[np.ix_(pos, pos)] = (g * w[:, None]).T @ g
         spos = [lay.g.start + 3, lay.g.start + 4]
         h[np.ix_(spos, spos)] = (gs * ws[:, None]).T @ gs
+        we = t["w_edge"]  # the divergence edges' information on mu_i
+        h[:km, :km] += jmu.T @ (jmu * per_batch(we)[:, None])
+        for lev in range(1, d.nw):
+            on = (d.wi == lev) * we
+            j = lay.dmu.start + lev - 1
+            h[:km, j] += jmu.T @ per_batch(on)
+            h[j, j] += on.sum()
         upper = np.triu(h, 1)
         return np.triu(h) + upper.T
 

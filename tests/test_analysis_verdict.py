@@ -292,18 +292,22 @@ def test_the_rule_with_its_margin_is_never_judged_worse_than_the_exact_rule():
 
 def test_a_degenerate_same_noise_fit_does_not_open_alpha_s_interval():
     """155 trials of a real exact-problem sweep over B = 4..1024, 134 of them at B = 4: the
-    fitted noise drifts steeply, and the fit with the same noise at every B runs off to
+    fitted noise drifts steeply, and the fit with the same noise at every B ran off to
     alpha = 708 on flat basins (96 log-likelihood units worse). Its open interval had opened
     alpha's to (-inf, inf), and the design loop, with no interval to act on, sent trial after
     trial to one batch size. A degenerate alternative is no evidence: alpha's interval stays
-    the fitted one."""
+    the fitted one. Since an optimum is held below the runs that diverged, the sweep's two
+    diverged runs keep that fit from running off; without them it still does."""
     trials = pd.read_csv(
         Path(__file__).parent / "golden" / "quadratic_same_noise_degenerate_trials.csv"
     )
-    inf = infer(trials, replicates=0, warmup=False, quick=True)
+    finite = trials[trials.val_loss.notna()]
+    inf = infer(finite, replicates=0, warmup=False, quick=True)
     assert abs(inf.power_fit.globals[NOISE_TREND]) >= STEEP_NOISE_TREND
     assert inf.alpha_ci_same_noise is None
     assert inf.alpha_ci == inf.alpha_ci_chi2 and None not in inf.alpha_ci
+    held = infer(trials, replicates=0, warmup=False, quick=True)
+    assert held.alpha_ci_same_noise is not None and None not in held.alpha_ci
 
 
 def test_the_quadratic_benchmark_says_how_far_its_sweeps_pin_its_shares():
@@ -320,3 +324,23 @@ def test_the_quadratic_benchmark_says_how_far_its_sweeps_pin_its_shares():
     (lo, hi), _ = share_intervals([(5, 5, 5), (0, 0, 5)] * 3)
     assert lo < 0.25 and hi > 0.75
     assert share_intervals(per_sweep[:4]) is None  # too few sweeps to resample
+
+
+def test_no_rule_puts_an_optimum_beyond_a_run_that_diverged():
+    """42 trials of the exact problem over B = 4..1024 (the in-process design loop, seed 2, on
+    an AMD EPYC): at B = 1024 the loss still falls at lr 1 and the run at lr 3.16 diverged.
+    The power law placed that optimum at lr 5.2, beyond the diverged run (its seed noise
+    inflated there to make "worse than the run at lr 1" likely), and the verdict was `linear`,
+    alpha 0.98 [0.94, 1.02], where the exact answer flattens (`neither`). A run diverges only
+    above the optimum: every fit now keeps the optimum below it."""
+    trials = pd.read_csv(
+        Path(__file__).parent / "golden" / "quadratic_beyond_divergence_trials.csv"
+    )
+    inf = infer(trials, replicates=0, warmup=False)
+    assert decide(inf).verdict != "linear"
+    top = inf.table.iloc[-1]
+    diverged_lr = trials.loc[(trials.batch_size == 1024) & trials.val_loss.isna(), "lr"].min()
+    assert top.lr < diverged_lr and top.lr_ci_hi < diverged_lr * 10**0.05
+    fit = inf.power_fit
+    mu = fit.model.mu(fit.params[: fit.layout.k_mu], inf.power_design.log_b)
+    assert mu[-1] < math.log10(diverged_lr)
