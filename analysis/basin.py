@@ -399,12 +399,13 @@ class Likelihood:
             grad[lay.df] = np.bincount(d.wi, weights=g_pred, minlength=nw)[1:]
         return -float(t["ll"].sum()), -grad
 
-    def fisher(self, p: np.ndarray) -> np.ndarray:
+    def fisher(self, p: np.ndarray, edges: bool = True) -> np.ndarray:
         """A positive semi-definite approximation of the Hessian of the negative
         log-likelihood (Fisher scoring / Gauss-Newton: exact information of the uncensored
         trials, the mean part of the censored ones), J' W J built block by block: the
         per-batch columns (mu, floor) through per-batch sums, so the cost is linear in the
-        number of trials and batch sizes."""
+        number of trials and batch sizes. `edges=False` leaves out the divergence edges'
+        one-sided curvature: what the trials themselves tell about each optimum."""
         d, lay = self.d, self.lay
         t = self._terms(p)
         cens = self.cens
@@ -450,7 +451,7 @@ class Likelihood:
         h[np.ix_(pos, pos)] = (g * w[:, None]).T @ g
         spos = [lay.g.start + 3, lay.g.start + 4]
         h[np.ix_(spos, spos)] = (gs * ws[:, None]).T @ gs
-        we = t["w_edge"]  # the divergence edges' information on mu_i
+        we = t["w_edge"] if edges else np.zeros(d.n)  # the edges' curvature on mu_i
         h[:km, :km] += jmu.T @ (jmu * per_batch(we)[:, None])
         for lev in range(1, d.nw):
             on = (d.wi == lev) * we

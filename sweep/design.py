@@ -165,7 +165,7 @@ def alpha_gains(
     if fit is None or design is None or inf.ref_log_b is None:
         return []
     lik = Likelihood(design, basin.power(inf.ref_log_b), inf.cut)
-    info = lik.fisher(fit.params) + _running_info(lik, fit.params, inf.cut, running)
+    info = lik.fisher(fit.params, edges=False) + _running_info(lik, fit.params, inf.cut, running)
     cov = np.linalg.pinv(info)
     e_cov = cov[1]  # row of alpha
     rows = inf.table.set_index("batch_size")
