@@ -98,6 +98,17 @@ class Design:
         np.minimum.at(out, self.bi[ok], self.y[ok])
         return out
 
+    @property
+    def x_best(self) -> np.ndarray:
+        """Log10 lr of the best finite trial per batch level (the first of equal ones); inf
+        where a level has none."""
+        out = np.full(self.nb, np.inf)
+        y = np.where(np.isfinite(self.y), self.y, np.inf)
+        for b in np.unique(self.bi[np.isfinite(y)]):
+            on = np.flatnonzero(self.bi == b)
+            out[b] = self.x[on[np.argmin(y[on])]]
+        return out
+
     def subset(self, keep: np.ndarray) -> Design:
         """The trials where `keep` is true, with unused batch levels dropped."""
         used = np.unique(self.bi[keep])
@@ -247,31 +258,19 @@ def censor_levels(design: Design, cut: float) -> np.ndarray:
     t = design.y_min[design.bi] + cut
     worse = np.flatnonzero(design.diverged)
     finite = np.isfinite(design.y)
+    x_best = design.x_best
     for b in np.unique(design.bi[worse]):
         fb = np.flatnonzero(finite & (design.bi == b))
         order = fb[np.argsort(design.x[fb], kind="stable")]
         xs = design.x[order]
-        x_best = design.x[fb[np.argmin(design.y[fb])]]
         for i in worse[design.bi[worse] == b]:
-            if design.x[i] >= x_best:
+            if design.x[i] >= x_best[b]:
                 k = int(np.searchsorted(xs, design.x[i], side="left")) - 1
             else:
                 k = int(np.searchsorted(xs, design.x[i], side="right"))
             if 0 <= k < len(order):
                 t[i] = min(t[i], design.y[order[k]])
     return t
-
-
-def above_best(design: Design) -> np.ndarray:
-    """The diverged trials above their batch size's best finite lr: runs that blew up because
-    the lr was too large, so the optimum lies below them."""
-    finite = np.isfinite(design.y)
-    y = np.where(finite, design.y, np.inf)
-    x_best = np.full(design.nb, np.inf)  # no finite trial: no edge
-    for b in np.unique(design.bi[finite]):
-        on = np.flatnonzero(design.bi == b)
-        x_best[b] = design.x[on[np.argmin(y[on])]]
-    return design.diverged & (design.x > x_best[design.bi])
 
 
 class Likelihood:
@@ -291,10 +290,8 @@ class Likelihood:
         self.cens = design.diverged | ~(design.y <= t)
         self.t = t
         self.y = np.where(self.cens, 0.0, design.y)
-        # a run diverges only above the optimum: the optimum lies below every such lr (a
-        # divergence edge between the optimum and the diverged run, profiled out), held there
-        # smoothly (EDGE_SOFTNESS) so that a rule's fit can still move it
-        self.edge = above_best(design)
+        # diverged above the best finite lr: the optimum is held below (module docstring)
+        self.edge = np.flatnonzero(design.diverged & (design.x > design.x_best[design.bi]))
         self._cache: tuple[bytes, dict[str, np.ndarray]] | None = None
 
     @property
@@ -350,12 +347,14 @@ class Likelihood:
         q = np.clip((self.t - pred) / s, -1e6, 1e6)
         log_sf = log_ndtr(-q)
         ll = np.where(cens, log_sf, -log_s - 0.5 * r * r - HALF_LOG_2PI)
-        e = np.where(self.edge, dx / EDGE_SOFTNESS, 0.0)  # the edge's margin, in softness units
+        # the divergence edges, at their few trials: log Phi(e), e the margin in softness units
+        e = dx[self.edge] / EDGE_SOFTNESS
         log_cdf = log_ndtr(e)
-        ll = ll + np.where(self.edge, log_cdf, 0.0)
-        lam_e = np.where(
-            self.edge, np.exp(np.minimum(-0.5 * e * e - HALF_LOG_2PI - log_cdf, 700.0)), 0.0
-        )
+        ll[self.edge] += log_cdf
+        lam = np.exp(np.minimum(-0.5 * e * e - HALF_LOG_2PI - log_cdf, 700.0))  # phi / Phi
+        g_edge, w_edge = np.zeros(d.n), np.zeros(d.n)
+        g_edge[self.edge] = -lam / EDGE_SOFTNESS  # d ll / d mu_i
+        w_edge[self.edge] = lam * (lam + e) / EDGE_SOFTNESS**2  # its curvature on mu_i
         # inverse Mills ratio phi(q) / (1 - Phi(q)) of the censored trials
         mills = np.exp(np.minimum(-0.5 * q * q - HALF_LOG_2PI - log_sf, 700.0))
         return {
@@ -367,8 +366,8 @@ class Likelihood:
             "q": q,
             "ll": ll,
             "mills": mills,
-            "g_edge": -lam_e / EDGE_SOFTNESS,  # d ll / d mu_i of the edge term
-            "w_edge": lam_e * (lam_e + e) / EDGE_SOFTNESS**2,  # its information on mu_i
+            "g_edge": g_edge,
+            "w_edge": w_edge,
             "g_pred": np.where(cens, mills / s, r / s),  # d ll / d pred
             "g_logs": np.where(cens, mills * q, r * r - 1.0),  # d ll / d log s
         }
@@ -451,13 +450,14 @@ class Likelihood:
         h[np.ix_(pos, pos)] = (g * w[:, None]).T @ g
         spos = [lay.g.start + 3, lay.g.start + 4]
         h[np.ix_(spos, spos)] = (gs * ws[:, None]).T @ gs
-        we = t["w_edge"] if edges else np.zeros(d.n)  # the edges' curvature on mu_i
-        h[:km, :km] += jmu.T @ (jmu * per_batch(we)[:, None])
-        for lev in range(1, d.nw):
-            on = (d.wi == lev) * we
-            j = lay.dmu.start + lev - 1
-            h[:km, j] += jmu.T @ per_batch(on)
-            h[j, j] += on.sum()
+        if edges and len(self.edge):  # the divergence edges' curvature on mu_i
+            we = t["w_edge"]
+            h[:km, :km] += jmu.T @ (jmu * per_batch(we)[:, None])
+            for lev in range(1, d.nw):
+                on = (d.wi == lev) * we
+                j = lay.dmu.start + lev - 1
+                h[:km, j] += jmu.T @ per_batch(on)
+                h[j, j] += on.sum()
         upper = np.triu(h, 1)
         return np.triu(h) + upper.T
 
