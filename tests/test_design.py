@@ -99,6 +99,22 @@ def test_alpha_trials_go_to_the_flanks_of_the_end_batch_sizes():
     assert p.reason == "alpha" and p.lo <= p.x <= p.hi
 
 
+def test_alpha_trials_stay_nearer_the_optimum_on_the_divergence_side():
+    """Above an optimum the seed noise grows with the lr, so the candidates there reach only
+    FLANK_RIGHT of the modelled half-width, below it FLANK."""
+    batches = [8, 16, 32, 64, 128]
+    inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
+    rows = inf.table.set_index("batch_size")
+    a, alpha = inf.power_fit.params[:2]
+    for b in batches:
+        mu = a + alpha * (math.log10(b) - inf.ref_log_b)
+        left, right = design.basin_sides(inf, rows.loc[b])
+        xs = [x for _, bb, x, _ in design.alpha_gains(inf, [0.0]) if bb == b]
+        above, below = (max(xs) - mu) / right, (mu - min(xs)) / left  # in half-widths
+        assert above == pytest.approx(design.FLANK_RIGHT) and above <= 0.4
+        assert below == pytest.approx(design.FLANK) and below >= 0.55
+
+
 def test_no_alpha_trial_goes_to_a_batch_size_tried_far_more_than_the_others():
     """The ends carry alpha, but once one has BALANCE times the trials of the least tried
     batch size, the next trial goes elsewhere: the gain comes from a model that may be wrong."""
