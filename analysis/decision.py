@@ -88,12 +88,14 @@ def decide(inf: Inference, margin: float = MARGIN) -> Decision:
     if not abs(inf.alpha) <= ALPHA_MAX:  # a degenerate optimum of the power fit: its AICc,
         # and every comparison with it, mean nothing
         return Decision("inconclusive", "unsettled", margin)
+    # a peak clearly better than every monotone rule (the saturating one included) is the
+    # reason even where a saturating knee also beats the power laws: it describes the trials
+    if _clearly_better(inf, "curved", MONOTONE) and _inside(inf.peak_b, inf):
+        return Decision("neither", "curved", margin)
     if _clearly_better(inf, "saturating", ("linear", "sqrt", "constant", "power")) and _inside(
         inf.b_noise, inf
     ):
         return Decision("neither", "saturating", margin)
-    if _clearly_better(inf, "curved", MONOTONE) and _inside(inf.peak_b, inf):
-        return Decision("neither", "curved", margin)
     if _bend_rejects_both(inf):
         return Decision("neither", "rejected", margin)
     lo, hi = inf.alpha_ci

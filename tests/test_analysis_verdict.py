@@ -117,6 +117,22 @@ def test_a_peak_inside_the_range_is_neither():
     assert decide(_inf((-0.1, 0.1), aicc=aicc, peak=20.0)).reason == "curved"
 
 
+def test_a_peak_clearly_better_than_a_saturating_knee_is_the_reason_given():
+    """Both bent rules beat the power laws with their feature inside the range; the
+    log-quadratic one fits clearly better than the saturating one, so the report names the peak
+    (a default sweep's report named the knee while the peak was 37 AICc ahead)."""
+    aicc = {"linear": 84.0, "sqrt": 48.0, "power": 47.0, "saturating": 37.0, "curved": 0.0}
+    inf = _inf((-0.45, 0.76), aicc=aicc, b_noise=26.0, peak=40.0)
+    dec = decide(inf)
+    assert (dec.verdict, dec.reason) == ("neither", "curved")
+    assert "rises and then falls (peak near B = 40" in explain(inf, dec).paragraph
+    # a saturating rule within 10 AICc of the peak stays the reason, as before
+    close = {**aicc, "saturating": 5.0}
+    assert decide(_inf((-0.45, 0.76), aicc=close, b_noise=26.0, peak=40.0)).reason == (
+        "saturating"
+    )
+
+
 def test_a_bend_that_fits_best_with_both_rules_clearly_worse_is_neither():
     """Linear, then flat: the saturating rule fits best, its knee inside the range, but not
     clearly better than the power law, whose interval sits inside the linear margin; linear and
