@@ -48,10 +48,11 @@ SIDE_MIN, SIDE_MAX = 0.15, 1.5  # decades: the modelled basin's half-widths, cli
 CANDIDATES = 13  # lrs per batch size and warmup considered by the c-optimal step
 FLANK = 0.6  # share of the modelled half-width where trials go: far enough from the vertex to
 # locate it, near enough that the parabola still describes the basin there
-FLANK_RIGHT = 0.35  # ...but above the optimum only this share: there the seed noise grows with
-# the lr (SGD's noise scale; on the exact quadratic problem about 10x per decade), so a trial far
-# up the divergence side says less than the model's one noise level credits it with, and its
-# chance deviation moves the basin's shared shape, hence every optimum (0.6 on both sides:
+FLANK_RIGHT = 0.35  # ...but the `alpha` trials above the optimum only this share (`cover`
+# keeps FLANK on both sides): there the seed noise grows with the lr (SGD's noise scale; on the
+# exact quadratic problem about 10x per decade), so a trial far up the divergence side says
+# less than the model's one noise level credits it with, and its chance deviation moves the
+# basin's shared shape, hence every optimum (0.6 on both sides:
 # `quadratic-expected` a median 28 trials, 27 of 45 optima within 1.25x; 0.35 here: 24 and 35)
 MID_ALPHA = 0.75  # between the rules: how a batch size without data is extrapolated
 EDGE_GAP = 0.1  # decades: a divergence edge known this closely is not probed further

@@ -106,10 +106,11 @@ def test_alpha_trials_stay_nearer_the_optimum_on_the_divergence_side():
     inf = infer(trials_at(located(batches)), replicates=0, warmup=False)
     rows = inf.table.set_index("batch_size")
     a, alpha = inf.power_fit.params[:2]
+    gains = design.alpha_gains(inf, [0.0])
     for b in batches:
         mu = a + alpha * (math.log10(b) - inf.ref_log_b)
         left, right = design.basin_sides(inf, rows.loc[b])
-        xs = [x for _, bb, x, _ in design.alpha_gains(inf, [0.0]) if bb == b]
+        xs = [x for _, bb, x, _ in gains if bb == b]
         above, below = (max(xs) - mu) / right, (mu - min(xs)) / left  # in half-widths
         assert above == pytest.approx(design.FLANK_RIGHT) and above <= 0.4
         assert below == pytest.approx(design.FLANK) and below >= 0.55
