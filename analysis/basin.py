@@ -614,8 +614,9 @@ def maximize(
 # ----------------------------------------------------------------------------- starting values
 
 
-def start_free(design: Design, cut: float) -> np.ndarray:
-    """Rough per-batch optima, floors, curvatures and noise for the free model."""
+def start_free(design: Design, cut: float, decades: float = CUT_DECADES) -> np.ndarray:
+    """Rough per-batch optima, floors, curvatures and noise for the free model (`decades`: the
+    basin window the cut was set for)."""
     nb, nw = design.nb, design.nw
     mu = np.zeros(nb)
     f = np.zeros(nb)
@@ -636,7 +637,7 @@ def start_free(design: Design, cut: float) -> np.ndarray:
                 f[b] = a0 - a1 * a1 / (4 * a2)
                 curv.append(a2)
                 resid.append(np.std(y[near] - np.polyval([a2, a1, a0], x[near] - x[j])))
-    c0 = float(np.median(curv)) if curv else max(cut, 1e-6) / CUT_DECADES**2
+    c0 = float(np.median(curv)) if curv else max(cut, 1e-6) / decades**2
     s = float(np.median(resid)) if resid else max(cut, 1e-6) / 10
     s = max(s, 1e-6 * max(abs(float(np.nanmedian(design.y))), 1.0), 1e-12)
     g = [math.log(max(c0, 1e-12)), 0.0, 0.0, math.log(s), 0.0]
@@ -690,11 +691,13 @@ def restrict(params: np.ndarray, design: Design, keep: np.ndarray) -> np.ndarray
     return np.r_[params[:nb][used], params[nb : 2 * nb][used], params[2 * nb :]]
 
 
-def fit_cut(design: Design, iterations: int = 15) -> tuple[float, Fit]:
+def fit_cut(
+    design: Design, iterations: int = 15, decades: float = CUT_DECADES
+) -> tuple[float, Fit]:
     """The censoring cut and the free model's fit at it.
 
-    The cut is the basin height CUT_DECADES away from the optimum on its flatter side (at the
-    median batch size), but at least CUT_NOISE seed-noise sds. It is found by a damped
+    The cut is the basin height `decades` (CUT_DECADES) away from the optimum on its flatter
+    side (at the median batch size), but at least CUT_NOISE seed-noise sds. It is found by a damped
     fixed-point iteration (the geometric mean of the cut and the one the fit implies): an
     undamped one can oscillate between two fits for ever. In the first FRESH_STEPS steps the
     free model is fitted from the previous solution and from fresh starting values, and the
@@ -702,33 +705,34 @@ def fit_cut(design: Design, iterations: int = 15) -> tuple[float, Fit]:
     them the cut moves little and the previous solution is the start."""
     finite = np.isfinite(design.y)
     span = max(float(np.ptp(design.y[finite])) if finite.any() else 1.0, 1e-12)
-    rough = start_free(design, span / 2)
-    cut = float(np.clip(_cut(rough[2 * design.nb : 2 * design.nb + N_GLOBAL]), 1e-9, span))
-    fit = fit_model(design, FREE, cut)
+    rough = start_free(design, span / 2, decades)
+    g0 = rough[2 * design.nb : 2 * design.nb + N_GLOBAL]
+    cut = float(np.clip(_cut(g0, decades), 1e-9, span))
+    fit = fit_model(design, FREE, cut, start=start_free(design, cut, decades))
     for k in range(iterations):
-        new = cut_from(fit)
+        new = cut_from(fit, decades)
         if abs(math.log(new / cut)) < CUT_TOL:
             break
         cut = math.sqrt(cut * new)
         fit = (
-            _best_of(design, cut, fit.params)
+            _best_of(design, cut, fit.params, decades)
             if k < FRESH_STEPS
             else fit_model(design, FREE, cut, start=fit.params)
         )
     return cut, fit
 
 
-def _best_of(design: Design, cut: float, previous: np.ndarray) -> Fit:
+def _best_of(design: Design, cut: float, previous: np.ndarray, decades: float) -> Fit:
     """The free fit at `cut` from the previous solution and from fresh starting values."""
-    return fit_best(design, FREE, cut, [previous, start_free(design, cut)])
+    return fit_best(design, FREE, cut, [previous, start_free(design, cut, decades)])
 
 
-def cut_from(fit: Fit) -> float:
-    """CUT_DECADES of basin on the flatter side, or CUT_NOISE noise sds if more."""
-    return _cut(fit.globals)
+def cut_from(fit: Fit, decades: float = CUT_DECADES) -> float:
+    """`decades` of basin on the flatter side, or CUT_NOISE noise sds if more."""
+    return _cut(fit.globals, decades)
 
 
-def _cut(g: np.ndarray) -> float:
+def _cut(g: np.ndarray, decades: float = CUT_DECADES) -> float:
     c = math.exp(g[0] + min(g[2], 0.0))
     s = math.exp(g[3])
-    return max(c * CUT_DECADES**2, CUT_NOISE * s)
+    return max(c * decades**2, CUT_NOISE * s)

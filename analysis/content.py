@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.basin import CUT_DECADES, CUT_NOISE
 from analysis.compare import COINCIDE_TOL, RULE_TOL, RULES
 from analysis.decision import CLEAR_AICC, SUPPORT_AICC, regions
-from analysis.inference import MIN_POINTS, Inference
+from analysis.inference import LOCAL_DECADES, LOCAL_MIN, LOCAL_NEAR, MIN_POINTS, Inference
 from analysis.noise import comparison_text
 from analysis.optimizers import optimizer_text
 from analysis.pipeline import Analysis
@@ -385,6 +385,23 @@ def _warmup_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     return out + _fig(figs, "warmup", "warmup comparison")
 
 
+def _bottom_lines(a: Analysis) -> list[str]:
+    """Which best lrs come from the bottom-of-basin fit (`analysis.inference._bottoms`)."""
+    col = a.best.get("window_decades")
+    if col is None:
+        return []
+    bottom = [int(b) for b, w in zip(a.best["batch_size"], col, strict=True) if w == LOCAL_DECADES]
+    if not bottom:
+        return []
+    return [
+        f"B = {', '.join(map(str, bottom))}: {LOCAL_MIN} trials or more within "
+        f"{LOCAL_NEAR:g} decade of the optimum (the design loop's pin trials put them there), "
+        f"so the best lr comes from the same model fitted within {LOCAL_DECADES:g} decade of "
+        "basin, where a parabola describes even a basin that is not one over a decade; the "
+        f"verdict keeps the {CUT_DECADES:g}-decade fit and does not use the pin trials."
+    ]
+
+
 def method_lines(a: Analysis) -> list[str]:
     reg = regions(a.margin)
     return [
@@ -398,6 +415,7 @@ def method_lines(a: Analysis) -> list[str]:
         f"of basin (at least {CUT_NOISE:g} noise sds) above its batch size's best value counts "
         "as 'worse than that level' (censored), not by its value; a diverged trial counts as "
         "worse than its finite neighbour below it in lr: neither dropped nor scored.",
+        *_bottom_lines(a),
         "Intervals: profile likelihood (95%). Each is calibrated by simulating sweeps from the "
         "fitted model at exactly the lrs, warmups and batch sizes that were run (diverged runs "
         "stay diverged), refitting, and scaling the likelihood-ratio threshold by the mean "

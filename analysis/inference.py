@@ -56,6 +56,11 @@ STEEP_NOISE_TREND = 1.0  # a seed-noise drift this steep (log sd per sd of log B
 # quadratic problem, B = 4..64: noise sds 0.12 and 0.001 where both are 0.008, alpha 0.73
 # [0.70, 0.76] where the truth is 0.985; or 0.0005 at B = 4, alpha 1.03 [1.02, 1.05])
 
+PIN_PHASE = "pin"  # trials the design loop places near each optimum once the verdict is decided
+LOCAL_DECADES = 0.5  # the per-batch table's basin window where a batch size's trials are dense
+LOCAL_NEAR = 0.25  # ... near its optimum: at least LOCAL_MIN finite trials within this many
+LOCAL_MIN = 6  # decades (`_bottoms`)
+
 TABLE_COLUMNS = [
     "batch_size",
     "lr",
@@ -311,11 +316,14 @@ def infer(
     warmup: bool = True,
     level: float = 0.95,
     quick: bool = False,
+    bottoms: bool = True,
 ) -> Inference:
     """Fit the basin model and the rules (see the module docstring). `level`: the confidence
     of alpha's interval (the sweep's stopping rule asks for more than the report's 95%).
     `quick` (the design loop's look after every trial): no per-batch or B_noise intervals, a
-    batch size counts as located when its best tried lr is flanked by worse ones."""
+    batch size counts as located when its best tried lr is flanked by worse ones. `bottoms`:
+    the pinned batch sizes' rows from the bottom-of-basin fit (`_bottoms`; the design loop's
+    looks, which judge the verdict's fit, go without)."""
     fin, log_scale = oriented(trials, metric, maximize)
     rows, brackets = [], {}
     for b, group in fin.groupby("batch_size", sort=True):
@@ -344,9 +352,14 @@ def infer(
     rng = np.random.default_rng(seed)
     if model_fin.empty or np.isfinite(model_fin["_y"]).sum() < 3:
         return _edges_only(table, metric, maximize, log_scale)
-    design = _design(model_fin)
+    every = _design(model_fin)
+    pin = _pins(model_fin)
+    design = every.subset(~pin) if pin.any() else every
     cut, free = basin.fit_cut(design)
-    table = _per_batch(table, design, free, cut, sign, log_scale, rng, replicates, quick)
+    base = table
+    table = _per_batch(base, design, free, cut, sign, log_scale, rng, replicates, quick)
+    if bottoms:
+        table = _bottoms(table, base, every, pin, sign, log_scale, rng, replicates, quick)
     in_fit_b = set(table.loc[table["in_fit"], "batch_size"].astype(int))
     keep = np.isin(design.batches[design.bi], list(in_fit_b))
     out = dict(metric=metric, maximize=maximize, log_scale=log_scale, table=table, cut=cut)
@@ -507,6 +520,86 @@ def _per_batch(
             table.at[i, "fit"] = "argmin"
             at_edge.append(True)
     table["at_edge"] = at_edge
+    return table
+
+
+PER_BATCH_COLUMNS = (  # what `_per_batch` fills in
+    "lr",
+    "lr_ci_lo",
+    "lr_ci_hi",
+    "floor",
+    "curv_left",
+    "curv_right",
+    "noise_sd",
+    "metric_best",
+    "mu_model",
+    "fit",
+    "at_edge",
+    "edge_side",
+)
+
+
+def _pins(fin: pd.DataFrame) -> np.ndarray:
+    """Per trial: one of the design loop's pin trials (phase `pin`), which it places once the
+    verdict is decided, near each optimum, for the per-batch table (`_bottoms`). Everything
+    else leaves them out: they cannot undo the verdict, and the far trials that tell the rules
+    apart keep their weight. (All false when leaving them out would leave a batch size with
+    no trial.)"""
+    if "phase" not in fin.columns:
+        return np.zeros(len(fin), dtype=bool)
+    pin = fin["phase"].to_numpy() == PIN_PHASE
+    if set(fin["batch_size"][~pin]) != set(fin["batch_size"]):
+        return np.zeros(len(fin), dtype=bool)
+    return pin
+
+
+def _dense(design: Design, centre: np.ndarray) -> np.ndarray:
+    """Per batch level: at least LOCAL_MIN trials (finite or diverged) within LOCAL_NEAR
+    decade of `centre` (its log10 optimum): enough to fit the bottom of its basin alone."""
+    near = np.abs(design.x - centre[design.bi]) <= LOCAL_NEAR
+    return np.bincount(design.bi[near], minlength=design.nb) >= LOCAL_MIN
+
+
+def _bottoms(
+    table: pd.DataFrame,
+    base: pd.DataFrame,
+    design: Design,
+    pin: np.ndarray,
+    sign: float,
+    log_scale: bool,
+    rng: np.random.Generator,
+    replicates: int,
+    quick: bool,
+) -> pd.DataFrame:
+    """The per-batch rows of the batch sizes the design loop pinned (`pin`: trials placed near
+    each optimum once the verdict was decided), where trials are dense near the optimum, taken
+    from the model of every trial fitted to the bottom of the basins only (LOCAL_DECADES):
+    there a parabola describes even a basin that is not one over a decade, and the trials far
+    from the optimum no longer move it through the shared shape. The rules and alpha keep the
+    CUT_DECADES fit without the pin trials (its far trials are what tells the rules apart).
+    Only where pinned: on a basin the model describes, the one-decade fit's optima are the
+    more precise (planted Optuna-like designs: intervals about half as wide).
+    Column `mu_local`: every batch size's log10 optimum in the bottom-of-basin fit, wherever
+    that fit was made."""
+    table = table.copy()
+    table["window_decades"] = basin.CUT_DECADES
+    table["mu_local"] = None
+    pinned = np.bincount(design.bi[pin], minlength=design.nb) > 0
+    if not pinned.any():
+        return table
+    cut, fit = basin.fit_cut(design, decades=LOCAL_DECADES)
+    dense = pinned & _dense(design, fit.params[: design.nb])
+    pos = {int(b): j for j, b in enumerate(design.batches)}
+    table["mu_local"] = [
+        float(fit.params[pos[int(b)]]) if int(b) in pos else None for b in table["batch_size"]
+    ]
+    if quick or not dense.any():  # (the design loop's looks: its placement stays the
+        return table  # CUT_DECADES fit's; its pin trials follow `mu_local`)
+    local = _per_batch(base, design, fit, cut, sign, log_scale, rng, replicates, quick)
+    use = table["batch_size"].astype(int).isin([int(b) for b in design.batches[dense]])
+    for c in PER_BATCH_COLUMNS:
+        table.loc[use, c] = local.loc[use, c]
+    table.loc[use, "window_decades"] = LOCAL_DECADES
     return table
 
 

@@ -78,6 +78,7 @@ def best_lr_records(best: pd.DataFrame, effective_factor: float | None = None) -
                 "lr_model": None if mu is None else 10**mu,
                 "floor": finite_or_none(r["floor"]),
                 "noise_sd": finite_or_none(r["noise_sd"]),
+                "window_decades": finite_or_none(r.get("window_decades")),
             }
         )
     return out

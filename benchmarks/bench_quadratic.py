@@ -2,16 +2,17 @@
 batch size is computed exactly (trainables.quadratic.best_lr).
 
     python -m benchmarks.bench_quadratic [--seeds 1 2 3 4 5] [--design adaptive|fixed]
-                                         [--runner sweep|loop]
+                                         [--runner sweep|loop] [--pin-trials 8]
 
 Runs `python -m sweep --config sweep/configs/quadratic.yaml` (grid 10x too low, then the design
 loop, every trial its own seed; or with `--design fixed` Optuna's 12 trials per batch size, all
 with the sweep's one seed) over two batch ranges, B = 4..64 (the exact optimum is linear in B: the
 right verdict is `linear`) and B = 4..1024 (linear, then flat near the stability limit: the
-right verdict is `neither`), once per `--seed`, then analyses each sweep as
-`python -m analysis.fit_rule` does and prints, per sweep, the verdict, alpha with its interval
-and each batch size's estimate against the exact optimum; then the share of right verdicts, of
-per-batch intervals that hold the exact optimum, and of estimates within 1.25x of it.
+right verdict is `neither`), once per `--seed`; once decided, the loop pins each optimum with
+`--pin-trials` trials per batch size (`adaptive.pin_trials`; 0: none); then it analyses each
+sweep as `python -m analysis.fit_rule` does and prints, per sweep, the verdict, alpha with its
+interval and each batch size's estimate against the exact optimum; then the share of right
+verdicts, of per-batch intervals that hold the exact optimum, and of estimates within 1.25x.
 `--runner loop` runs the same design loop in this process instead (`sweep.design.run_loop`:
 one trial at a time, the same real training, no Ray, no Optuna, no grid trial; the trials are
 kept as NAME.csv; a median 24 s a sweep against the real sweeps' 34 s on a 2-core VM, and
@@ -48,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 BUDGET_TRIALS, BUDGET_MINUTES = 150, 10
+PIN_TRIALS = 8  # per batch size once decided (adaptive.pin_trials), for the per-batch table
 ADAPTIVE = (
     "design=adaptive",
     "optuna.trials_per_batch_size=0",
@@ -56,7 +58,9 @@ ADAPTIVE = (
 )
 
 
-def run_sweep(storage: Path, name: str, batches: list[int], seed: int, design: str) -> float:
+def run_sweep(
+    storage: Path, name: str, batches: list[int], seed: int, design: str, pin_trials: int = 0
+) -> float:
     t0 = time.perf_counter()
     cmd = [
         sys.executable,
@@ -76,6 +80,7 @@ def run_sweep(storage: Path, name: str, batches: list[int], seed: int, design: s
     ]
     if design == "adaptive":
         cmd += [arg for setting in ADAPTIVE for arg in ("--set", setting)]
+        cmd += ["--set", f"adaptive.pin_trials={pin_trials}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
@@ -83,7 +88,9 @@ def run_sweep(storage: Path, name: str, batches: list[int], seed: int, design: s
     return time.perf_counter() - t0
 
 
-def run_in_process(path: Path, batches: list[int], seed: int) -> tuple[float, pd.DataFrame]:
+def run_in_process(
+    path: Path, batches: list[int], seed: int, pin_trials: int = 0
+) -> tuple[float, pd.DataFrame]:
     """The design loop without Ray (see the module docstring): its trials, kept at `path`
     (read back when it exists) and the seconds it took."""
     if path.exists():
@@ -93,7 +100,8 @@ def run_in_process(path: Path, batches: list[int], seed: int) -> tuple[float, pd
 
     t0 = time.perf_counter()
     run, _, centre, _ = quadratic_problem(tuple(batches))
-    res = run_loop(run, batches, [0.0], centre, Budget(trials=BUDGET_TRIALS), seed=seed)
+    budget = Budget(trials=BUDGET_TRIALS)
+    res = run_loop(run, batches, [0.0], centre, budget, seed=seed, pin_trials=pin_trials)
     trials = _frame(res.trials, "val_loss")
     path.parent.mkdir(parents=True, exist_ok=True)
     trials.to_csv(path, index=False)
@@ -143,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicates", type=int, default=200)
     p.add_argument("--design", choices=["adaptive", "fixed"], default="adaptive")
     p.add_argument("--runner", choices=["sweep", "loop"], default="sweep")
+    p.add_argument("--pin-trials", type=int, default=PIN_TRIALS)
     a = p.parse_args(argv)
     if a.runner == "loop" and a.design != "adaptive":
         p.error("--runner loop runs the design loop: use it with --design adaptive")
@@ -160,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in a.seeds:
             name = f"q{batches[-1]}-{a.design}-s{seed}"
             if a.runner == "loop":
-                secs, trials = run_in_process(storage / f"{name}.csv", batches, seed)
+                path = storage / f"{name}.csv"
+                secs, trials = run_in_process(path, batches, seed, a.pin_trials)
             else:
                 secs = (
                     0.0
                     if (storage / name).exists()
-                    else run_sweep(storage, name, batches, seed, a.design)
+                    else run_sweep(storage, name, batches, seed, a.design, a.pin_trials)
                 )
                 trials = load_results(storage / name).trials
             inf = infer(trials, "val_loss", replicates=a.replicates, seed=seed)

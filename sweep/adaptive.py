@@ -19,11 +19,13 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from analysis.inference import Inference
 from sweep import design
 from sweep.decide import Done
 
 SEED_STRIDE = 10_000  # adaptive trial seed: sweep seed + 1 + STRIDE x batch size + its number
 MEASURE_OFFSET = SEED_STRIDE - 1  # the seed of a batch size's measurement trial
+PIN_OFFSET = SEED_STRIDE // 2  # ... and of its pin trials (+ their number)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class AdaptivePlan:
     constant: bool  # an adaptive optimizer: "no lr change" is one of the rules
     measure_noise_scale: bool  # one trial per batch size at its optimum measures it, at the end
     seed: int
+    pin_trials: int = 0  # per batch size near its optimum once decided (design.pin)
 
 
 def trial_seed(seed: int, batch_size: int, number: int) -> int:
@@ -95,6 +98,7 @@ class Loop:
     verified: bool = False  # a decided stop still decided once every trial had finished
     shown: str = ""  # the answer as last printed
     n_seen: int = 0  # finished trials at the last look
+    pinned: Inference | None = None  # the quick refit after the last pin trial (design.pin)
 
     def __post_init__(self) -> None:
         self.batch_sizes = self.batch_sizes or list(self.plan.batch_sizes)
@@ -184,6 +188,27 @@ class Loop:
         )
         return clamp(prop, done)
 
+    def pin_look(self, done: list[Done]) -> None:
+        """Refit (quickly) after a pin trial: the next one follows the optimum."""
+        from analysis.inference import infer
+
+        self.pinned = infer(
+            frame(done, self.metric),
+            self.metric,
+            self.maximize,
+            replicates=0,
+            constant=self.plan.constant,
+            warmup=False,
+            quick=True,
+        )
+
+    def pin_proposal(self, done: list[Done], pins: dict[int, int], warmup: float):
+        """The next pin trial (`design.pin`), or None when every batch size has its own."""
+        inf = self.pinned or (self.last.inference if self.last is not None else None)
+        if inf is None or not self.plan.pin_trials:
+            return None
+        return design.pin(inf, self.batch_sizes, pins, self.plan.pin_trials, warmup)
+
     def measure_point(self, done: list[Done], batch: int) -> tuple[float, float] | None:
         """(lr, warmup) of a batch size's noise-scale measurement: its modelled best lr, at
         the warmup of its best finished trial; None when it has no finished trial."""
@@ -191,6 +216,7 @@ class Loop:
         if not ok:
             return None
         best = (max if self.maximize else min)(ok, key=lambda d: d.value)
-        x = design.optimum(self.last.inference, batch) if self.last is not None else None
+        inf = self.pinned or (self.last.inference if self.last is not None else None)
+        x = design.pinned_optimum(inf, batch) if inf is not None else None
         lr = 10**x if x is not None and math.isfinite(x) else best.lr
         return lr, best.warmup

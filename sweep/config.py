@@ -170,6 +170,8 @@ class AdaptiveConfig:
     batch_sizes_max: int | None = None  # undecided with every batch size located: double the
     # largest one, up to this (null: never add a batch size)
     replicates: int = 100  # simulated sweeps that calibrate the stopping check
+    pin_trials: int = 8  # once the verdict is decided, this many trials per batch size near its
+    # optimum for the per-batch table's best lr (the verdict does not use them; 0: none)
 
 
 @dataclass(frozen=True)
@@ -598,6 +600,7 @@ def _validate_adaptive(cfg: SweepConfig) -> None:
         f"{max(sizes)}; raise it, or set it to null (never add a batch size)",
     )
     _need(a.replicates >= 20, f"adaptive.replicates must be >= 20, got {a.replicates}")
+    _need(a.pin_trials >= 0, f"adaptive.pin_trials must be >= 0, got {a.pin_trials}")
 
 
 def _check_lr_range(cfg: SweepConfig) -> None:

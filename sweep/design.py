@@ -73,6 +73,9 @@ BALANCE = 3  # an `alpha` trial goes to a batch size with at most this many time
 # 95 trials at the middle one of B = 4, 16, 64, its flanks ever more precisely fitted by a
 # parabola they do not follow, and alpha 0.75 [0.72, 0.78] where the truth is 1)
 MIN_CI_WIDTH = 0.005  # an interval narrower than this is a fit stuck at a bound
+PIN_STENCIL = (-0.075, 0.075, -0.225, 0.225)  # decades from the current optimum, in turn: the
+# pin trials (`pin`) go where a parabola describes the basin's bottom (analysis.inference's
+# LOCAL_DECADES fit), on both sides, and follow the optimum as it moves
 STRICT_GAP = 4  # at least this many more trials (and 1/8 more) before checking again
 
 
@@ -86,7 +89,7 @@ class Proposal:
     hi: float
     x: float | None  # log10 lr the model proposes
     warmup: float | None  # None: Optuna chooses
-    reason: str  # start | bracket | cover | alpha
+    reason: str  # start | bracket | cover | alpha | pin
 
 
 def _located(inf: Inference) -> list[tuple[int, float]]:
@@ -271,6 +274,28 @@ def propose(
     return Proposal(b, mu - left, mu + right, mu + 0.7 * side, None, "alpha")
 
 
+def pin(
+    inf: Inference,
+    batch_sizes: list[int],
+    pins: dict[int, int],
+    per_batch: int,
+    warmup: float = 0.0,
+) -> Proposal | None:
+    """The next pin trial once the verdict is decided (`adaptive.pin_trials`): `per_batch`
+    trials at each batch size near its optimum, for the per-batch table's best lr (the
+    verdict does not see them). It goes to the batch size with the fewest so far, at the
+    next PIN_STENCIL offset from its optimum as now fitted (the bottom-of-basin fit's,
+    analysis.inference `mu_local`, once there is one). None when every batch size has its
+    `per_batch` pins, or has no optimum to pin. `warmup`: the reference level (the table's)."""
+    centres = {b: pinned_optimum(inf, b) for b in batch_sizes if pins.get(b, 0) < per_batch}
+    todo = [b for b, mu in centres.items() if mu is not None]
+    if not todo:
+        return None
+    b = min(todo, key=lambda v: (pins.get(v, 0), v))
+    x = centres[b] + PIN_STENCIL[pins.get(b, 0) % len(PIN_STENCIL)]
+    return Proposal(b, x, x, x, warmup, "pin")
+
+
 def _firm(row) -> bool:
     """Is the batch size's best tried lr flanked, on both sides, by a worse trial that says
     where the basin turns (`analysis.inference._bracket`: not only a finite one within noise
@@ -431,7 +456,16 @@ def look(
     from analysis.inference import infer
 
     def fit(**kw):
-        return infer(frame, metric, maximize, constant=constant, warmup=False, seed=seed, **kw)
+        return infer(
+            frame,
+            metric,
+            maximize,
+            constant=constant,
+            warmup=False,
+            seed=seed,
+            bottoms=False,
+            **kw,
+        )
 
     inf = fit(replicates=0, quick=True)
     dec = decide(inf)
@@ -461,6 +495,17 @@ def extend(batch_sizes: list[int], looks: Looks, batch_sizes_max: int | None) ->
         return None
     looks.undecided = 0
     return top * 2
+
+
+def pinned_optimum(inf: Inference, batch: int) -> float | None:
+    """log10 of a batch size's best lr for the pin trials and the noise-scale trial: the
+    bottom-of-basin fit's (`mu_local`) where there is one, else `optimum`."""
+    rows = inf.table.set_index("batch_size") if len(inf.table) else None
+    if rows is not None and batch in rows.index and "mu_local" in rows.columns:
+        local = rows.loc[batch]["mu_local"]
+        if _finite(local):
+            return float(local)
+    return optimum(inf, batch)
 
 
 def optimum(inf: Inference, batch: int) -> float | None:
@@ -495,6 +540,7 @@ def run_loop(
     metric: str = "val_loss",
     replicates: int = 100,
     initial: list[dict] | None = None,
+    pin_trials: int = 0,
 ) -> LoopResult:
     """The design loop driven by a function instead of Ray and Optuna, one trial at a time:
     `run_trial(batch_size, lr, warmup, seed) -> (final metric, diverged)`. Where a proposal
@@ -549,12 +595,47 @@ def run_loop(
         inf, dec = seen.inference, seen.decision
         verdicts.append(dec.verdict if inf.alpha is not None else "")
         stopped = stop_reason(seen.decided, len(trials) - len(initial or []), 0.0, budget)
-        if stopped is not None:
-            inf = infer(frame, metric, replicates=replicates, seed=seed, warmup=False)
-            dec = decide(inf)
-            if seen.decided:
-                verdicts[-1] = dec.verdict
+    if stopped == "decided" and pin_trials > 0:
+        trials = _pin_trials(
+            run_trial, trials, batch_sizes, min(warmups), seed, metric, pin_trials
+        )
+    if stopped is not None:
+        frame = _frame(trials, metric)
+        inf = infer(frame, metric, replicates=replicates, seed=seed, warmup=False)
+        dec = decide(inf)
+        if stopped == "decided":
+            verdicts[-1] = dec.verdict
     return LoopResult(trials, verdicts, stopped, inf, dec)
+
+
+def _pin_trials(
+    run_trial, trials: list[dict], batch_sizes, warmup: float, seed: int, metric: str, n: int
+) -> list[dict]:
+    """`run_loop`'s pin phase: `n` pin trials per batch size (`pin`), refitted after each."""
+    from analysis.inference import infer
+
+    trials = list(trials)
+    pins: dict[int, int] = {}
+    while True:
+        inf = infer(_frame(trials, metric), metric, replicates=0, warmup=False, quick=True)
+        prop = pin(inf, batch_sizes, pins, n, warmup)
+        if prop is None:
+            return trials
+        trial_seed = seed * 100_003 + len(trials)
+        y, diverged = run_trial(prop.batch_size, 10**prop.x, warmup, trial_seed)
+        pins[prop.batch_size] = pins.get(prop.batch_size, 0) + 1
+        trials.append(
+            {
+                "trial": f"t{len(trials):05d}",
+                "batch_size": prop.batch_size,
+                "lr": 10**prop.x,
+                "warmup_epochs": warmup,
+                "seed": trial_seed,
+                "phase": "pin",
+                "status": "diverged" if diverged else "done",
+                metric: math.nan if diverged else y,
+            }
+        )
 
 
 def _frame(trials: list[dict], metric: str):

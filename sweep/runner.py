@@ -145,6 +145,7 @@ def _adaptive_plan(cfg: SweepConfig, exp_dir: Path, version: str, run_name: str)
             constant=cfg.optimizer in ADAPTIVE_OPTIMIZERS,
             measure_noise_scale=cfg.measure_noise_scale and not cfg.trainable,
             seed=cfg.seed,
+            pin_trials=cfg.adaptive.pin_trials,
         ),
     )
 
@@ -164,9 +165,11 @@ def planned_text(cfg: SweepConfig) -> str:
     if cfg.design == "adaptive":
         n_grid = len(space.grid_trials(cfg))
         measure = " + one noise-scale trial per batch size" if cfg.measure_noise_scale else ""
+        n_pin = cfg.adaptive.pin_trials
+        pins = f" + {n_pin} pin trials per batch size once decided" if n_pin else ""
         return (
             f"{n_grid} grid trials, then adaptive trials until the verdict is decided "
-            f"({budget_text(cfg)}){measure}"
+            f"({budget_text(cfg)}){pins}{measure}"
         )
     counts = planned_counts(cfg)
     more = len(cfg.batch_sizes) * max_extra_trials(
@@ -518,6 +521,12 @@ def adaptive_lines(cfg: SweepConfig) -> list[str]:
         f"it stops when the verdict is decided (99% intervals, calibrated by "
         f"{a.replicates} simulated sweeps), or {budget_text(cfg)}, whichever comes first",
     ]
+    if a.pin_trials:
+        out.append(
+            f"once decided, {a.pin_trials} pin trials per batch size near its optimum "
+            "(adaptive.pin_trials; each placed after a refit), for the per-batch table's best "
+            "lr: the verdict does not use them"
+        )
     if cfg.measure_noise_scale and not cfg.trainable:
         out.append(
             "then one trial per batch size at its modelled best lr measures the gradient "

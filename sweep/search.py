@@ -14,7 +14,9 @@
 
 With `design: adaptive` the design loop (`sweep.adaptive`, `sweep.design`) replaces 2 and 3:
 after the grid, every trial is placed by the model of the finished ones until the verdict is
-decided or the budget spent; then one noise-scale trial per batch size; a decided stop is then
+decided or the budget spent; once decided, `adaptive.pin_trials` pin trials per batch size near
+its optimum, each placed after a refit of those before it (for the per-batch table; the verdict
+does not use them); then one noise-scale trial per batch size; a decided stop is then
 looked at again on every finished trial (`_verify`), and the loop goes on when it no longer
 holds. A sweep resumed after its noise-scale trials had started verifies its stop the same way
 (the stop may have been the budget's: then the loop's budget, which starts again with the run,
@@ -51,6 +53,8 @@ from sweep.adaptive import AdaptivePlan, Loop
 from sweep.decide import Done, StudyState
 from sweep.resume import CONTINUE, DONE, RERUN, History, TrialRecord, config_key
 from sweep.studies import LR, WARMUP, Studies, asked_trials
+
+NOT_LOOKED = ("pin", "confirm")  # phases after the loop stopped: no look (pin: `pin_look`)
 
 
 @dataclass
@@ -109,6 +113,7 @@ class PhasedSearcher(Searcher):
         self._folders: dict[str, tuple[str, str]] = {}  # trial id -> (Ray's staging, final)
         self._loop = Loop(plan.adaptive, plan.metric, self.maximize) if plan.adaptive else None
         self._measure: dict[int, dict[str, Any] | None] = {}  # per batch size, once stopped
+        self._pinning = False  # decided, and adaptive.pin_trials asks for pin trials
         if history is not None:
             self._rebuild(history.records)
 
@@ -147,6 +152,7 @@ class PhasedSearcher(Searcher):
                 self._next_requeued(trial_id)
                 or self._next_grid()
                 or self._next_adaptive(trial_id)
+                or self._next_pin()
                 or self._next_measure()
             )
         else:
@@ -187,7 +193,9 @@ class PhasedSearcher(Searcher):
             self._tell_optuna(live, done, st)
             if self._loop is None:
                 self._maybe_widen(st) or self._maybe_bracket(st)
-        if self._loop is not None and not self._loop.stopped and live.phase != "confirm":
+        if live.phase == "pin":
+            self._loop.pin_look(self.state.done)
+        if self._loop is not None and not self._loop.stopped and live.phase not in NOT_LOOKED:
             self._look()
         elif self._verify_due():
             self._verify()
@@ -211,6 +219,7 @@ class PhasedSearcher(Searcher):
             return {
                 "grid": len(p.grid),
                 "optuna": a.budget.trials or 0,
+                "pin": len(self._loop.batch_sizes) * a.pin_trials,
                 "confirm": len(self._loop.batch_sizes) if a.measure_noise_scale else 0,
             }
         n_confirm = len(p.batch_sizes) * p.confirm_top_k * len(p.confirm_seeds)
@@ -221,7 +230,7 @@ class PhasedSearcher(Searcher):
         }
 
     def finished_counts(self) -> dict[str, int]:
-        counts = {"grid": 0, "optuna": 0, "confirm": 0}
+        counts = {"grid": 0, "optuna": 0, "pin": 0, "confirm": 0}
         for d in self.state.done:
             counts[d.phase] = counts.get(d.phase, 0) + 1
         return counts
@@ -342,7 +351,12 @@ class PhasedSearcher(Searcher):
             return False
         if self._loop is not None:
             loop = self._loop
-            return bool(loop.stopped) and not loop.unchecked and self._all_measured()
+            return (
+                bool(loop.stopped)
+                and not loop.unchecked
+                and self._all_pinned()
+                and self._all_measured()
+            )
         if any(s.asked < s.budget for s in self.plan.studies.values()):
             return False
         if not self._confirming():
@@ -362,7 +376,7 @@ class PhasedSearcher(Searcher):
         )
 
     def _pending_any(self, batch_size: int) -> int:
-        return sum(self._pending(batch_size, p) for p in ("grid", "optuna", "confirm"))
+        return sum(self._pending(batch_size, p) for p in ("grid", "optuna", "pin", "confirm"))
 
     def _next_adaptive(self, trial_id: str) -> Live | None:
         loop, a = self._loop, self.plan.adaptive
@@ -426,6 +440,12 @@ class PhasedSearcher(Searcher):
                 f"[design] budget spent ({n} adaptive trials, {minutes:.1f} min) before the "
                 "verdict was decided; the report says what more would decide it"
             )
+        if reason == "decided" and a.pin_trials and not self._pinning:
+            self._pinning = True
+            self._note(
+                f"[design] pinning each batch size's best lr: {a.pin_trials} trials near "
+                "each optimum (the verdict does not use them)"
+            )
         if a.measure_noise_scale and not self._measure:
             self._note(
                 "[design] measuring the gradient noise scale: one trial at each batch "
@@ -441,6 +461,7 @@ class PhasedSearcher(Searcher):
             and loop.unchecked
             and not self.state.live
             and not self.state.requeue
+            and self._all_pinned()
             and self._all_measured()
         )
 
@@ -482,8 +503,45 @@ class PhasedSearcher(Searcher):
                 self._measure[batch_size] = {**config, "measure_noise_scale": True}
         return self._measure[batch_size]
 
+    def _pins(self) -> dict[int, int]:
+        """Pin trials per batch size: finished, running or queued."""
+        out: dict[int, int] = {}
+        placed = [d.batch_size for d in self.state.done if d.phase == "pin"] + [
+            int(lv.config["batch_size"]) for lv in self._unfinished() if lv.phase == "pin"
+        ]
+        for b in placed:
+            out[b] = out.get(b, 0) + 1
+        return out
+
+    def _all_pinned(self) -> bool:
+        """Every pin trial is done, running or queued (or there are none to place)."""
+        if not (self._pinning and self._loop.stopped):
+            return True
+        pins = self._pins()
+        return self._loop.pin_proposal(self.state.done, pins, self._pin_warmup()) is None
+
+    def _pin_warmup(self) -> float:
+        return float(min(self.plan.warmup_choices, default=0.0))
+
+    def _next_pin(self) -> Live | None:
+        loop = self._loop
+        if not (self._pinning and loop.stopped):
+            return None
+        pins = self._pins()
+        warmup = self._pin_warmup()
+        prop = loop.pin_proposal(self.state.done, pins, warmup)
+        if prop is None:
+            return None
+        b = prop.batch_size
+        seed = adaptive.trial_seed(
+            self.plan.adaptive.seed, b, adaptive.PIN_OFFSET + pins.get(b, 0)
+        )
+        return Live("pin", space.trial(self.plan.base, b, 10**prop.x, warmup, seed, "pin"))
+
     def _measuring(self) -> list[dict[str, Any]]:
         if not (self._loop.stopped and self.plan.adaptive.measure_noise_scale):
+            return []
+        if not self._all_pinned():  # measured at the pinned optimum
             return []
         configs = [self._measure_config(b) for b in self._loop.batch_sizes]
         return [c for c in configs if c is not None]
@@ -585,7 +643,10 @@ class PhasedSearcher(Searcher):
         searched = {r.config["batch_size"] for r in records if r.phase == "optuna"}
         loop.batch_sizes += sorted(searched - set(loop.batch_sizes))
         measured = [r for r in records if r.phase == "confirm"]
-        if measured:
+        if any(r.phase == "pin" for r in records):  # the pin phase had begun: it goes on
+            self._pinning = True
+            loop.pin_look(self.state.done)
+        if measured or self._pinning:
             loop.see(self.state.done, extend=False)
             loop.stopped = "earlier"
             for r in measured:

@@ -1,8 +1,8 @@
 """design: adaptive inside the sweep, without Ray: the searcher driven by hand (two slots), with
 real Optuna studies in a real journal, on a planted linear law with seed noise. It must stop
 decided with the right verdict, give every trial its own seed, record every trial in the
-studies, measure the noise scale once per batch size, and resume after a kill in any phase
-without running anything twice."""
+studies, pin each optimum with its pin trials, measure the noise scale once per batch size, and
+resume after a kill in any phase without running anything twice."""
 
 import math
 from collections import Counter
@@ -30,6 +30,7 @@ ADAPTIVE = [
     "adaptive.replicates=40",
     "budget.trials=80",
     "measure_noise_scale=true",
+    "adaptive.pin_trials=2",
 ]
 NOISE = 0.02  # seed-to-seed sd of the final loss, against a curvature of 1 per decade^2
 
@@ -78,6 +79,14 @@ def test_the_loop_stops_decided_linear_and_measures_the_noise_scale_once(full_ru
     runs = [driver.configs[t] for t in driver.finished]
     phases = Counter(r["phase"] for r in runs)
     assert phases["grid"] == 2 and phases["optuna"] < 80  # stopped before the budget
+    pins = [r for r in runs if r["phase"] == "pin"]
+    assert Counter(r["batch_size"] for r in pins) == {8: 2, 32: 2, 128: 2}
+    for r in pins:  # near the optimum, on both sides of it
+        assert abs(math.log10(r["lr"] / (0.05 * r["batch_size"] / 8))) < 0.3
+    assert len({r["seed"] for r in pins}) == 6
+    order = [r["phase"] for r in runs]
+    assert order.index("confirm") > max(i for i, p in enumerate(order) if p == "pin")
+    assert "pinning each batch size's best lr: 2 trials near each optimum" in notes
     measured = [r for r in runs if r["measure_noise_scale"]]
     assert sorted(r["batch_size"] for r in measured) == [8, 32, 128]
     assert all(r["phase"] == "confirm" for r in measured)
@@ -118,7 +127,8 @@ def test_a_decision_the_last_trials_undo_sends_the_loop_on(tmp_path):
         value = loss(config) + (0.3 if config["measure_noise_scale"] else 0.0)
         return {"val_loss": value, "diverged": math.isnan(value), "trial_id": trial_id}
 
-    plan = build_plan(load_config(SMOKE, ADAPTIVE), tmp_path, run_name="v-1")
+    cfg = load_config(SMOKE, [*ADAPTIVE, "budget.trials=120"])  # (its path varies: room to decide)
+    plan = build_plan(cfg, tmp_path, run_name="v-1")
     driver = Driver(PhasedSearcher(plan, max_concurrent=2), worse_when_measured)
     while driver.step():
         pass
@@ -136,17 +146,21 @@ def test_a_decision_the_last_trials_undo_sends_the_loop_on(tmp_path):
     assert "decided: linear" in driver.answers[-1]
 
 
-@pytest.mark.parametrize("kill_at", ["searching", "measuring"])
+@pytest.mark.parametrize("kill_at", ["searching", "pinning", "measuring"])
 def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, full_run, kill_at):
     _, whole = full_run
     cfg = load_config(SMOKE, ADAPTIVE)
     plan = build_plan(cfg, tmp_path, run_name="a-1")
     first = Driver(PhasedSearcher(plan, max_concurrent=2), row)
-    n_search = sum(1 for t in whole.finished if whole.configs[t]["phase"] != "confirm")
-    steps = n_search // 2 if kill_at == "searching" else n_search + 1
-    for _ in range(steps):
+    phases = [whole.configs[t]["phase"] for t in whole.finished]
+    n_search = sum(1 for p in phases if p in ("grid", "optuna"))
+    n_pinned = n_search + phases.count("pin")
+    steps = {"searching": n_search // 2, "pinning": n_search + 2, "measuring": n_pinned + 1}
+    for _ in range(steps[kill_at]):
         first.step()
-    assert any(c["phase"] == "confirm" for c in first.configs.values()) == (kill_at == "measuring")
+    placed = Counter(c["phase"] for c in first.configs.values())
+    assert bool(placed["confirm"]) == (kill_at == "measuring")
+    assert bool(placed["pin"]) == (kill_at != "searching")
     # the kill: one running trial continues from its checkpoint, the other runs again
     records = [
         TrialRecord(t, DONE, first.configs[t], t, row(t, first.configs[t])) for t in first.finished
@@ -164,6 +178,10 @@ def test_a_kill_in_the_loop_resumes_without_running_anything_twice(tmp_path, ful
     assert max(keys.values()) == 1, keys  # nothing twice
     measured = [second.configs[t] for t in ran if second.configs[t]["phase"] == "confirm"]
     assert sorted(c["batch_size"] for c in measured) == [8, 32, 128]
+    pinned = Counter(
+        second.configs[t]["batch_size"] for t in ran if second.configs[t]["phase"] == "pin"
+    )
+    assert pinned == {8: 2, 32: 2, 128: 2}
     assert second.searcher.state.finished
     for name, trials in studies_in(tmp_path / "optuna-journal.log").items():
         states = Counter(t.state.name for t in trials)
@@ -197,7 +215,7 @@ def test_one_trial_at_a_time_the_decided_look_is_not_repeated(tmp_path, monkeypa
         return look(*a, **k)
 
     monkeypatch.setattr(design, "look", spy)
-    cfg = load_config(SMOKE, [*ADAPTIVE, "measure_noise_scale=false"])
+    cfg = load_config(SMOKE, [*ADAPTIVE, "measure_noise_scale=false", "adaptive.pin_trials=0"])
     plan = build_plan(cfg, tmp_path, run_name="o-1")
     driver = Driver(PhasedSearcher(plan, max_concurrent=1), row)
     while driver.step():

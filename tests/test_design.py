@@ -2,6 +2,7 @@
 Optuna: the loop is driven by a planted truth through `sweep.design.run_loop`)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -246,3 +247,49 @@ def test_the_design_benchmark_says_how_far_its_seeds_pin_the_ratio():
     assert "90% interval over the seeds" in summary(loop, grid, 150, 99)
     assert ratio_interval(loop[:4], grid[:4]) is None  # too few seeds to resample
     assert ratio_interval([None] * 5, [51] * 5) is None  # the loop's median never decided
+
+
+def test_pin_trials_take_turns_around_each_optimum_then_stop():
+    batches = [8, 64, 512]
+    inf = infer(trials_at(located(batches)), "val_loss", replicates=0, warmup=False, quick=True)
+    pins: dict[int, int] = {}
+    placed = []
+    while (prop := design.pin(inf, batches, pins, 4)) is not None:
+        assert prop.reason == "pin" and prop.lo == prop.hi == prop.x and prop.warmup == 0.0
+        placed.append((prop.batch_size, prop.x - design.optimum(inf, prop.batch_size)))
+        pins[prop.batch_size] = pins.get(prop.batch_size, 0) + 1
+    assert [b for b, _ in placed[:3]] == batches  # the batch size with the fewest first
+    for b in batches:  # the stencil, both sides of the optimum as fitted
+        offsets = sorted(round(d, 6) for c, d in placed if c == b)
+        assert offsets == sorted(design.PIN_STENCIL)
+    # they follow the bottom-of-basin fit's optimum once there is one
+    table = inf.table.copy()
+    table["mu_local"] = [design.optimum(inf, b) + 0.3 for b in table["batch_size"]]
+    moved = design.pin(replace(inf, table=table), batches, {}, 4)
+    assert moved.x == pytest.approx(design.optimum(inf, 8) + 0.3 + design.PIN_STENCIL[0])
+
+
+def test_the_loop_pins_each_optimum_once_decided_and_keeps_its_verdict():
+    batches = [8, 64, 512]
+    centre = {b: math.log10(0.001 * b / 8) for b in batches}
+    res = run_loop(
+        run_trial, batches, [0.0], centre, Budget(trials=80), seed=3, replicates=60, pin_trials=6
+    )
+    pins = [t for t in res.trials if t["phase"] == "pin"]
+    assert res.stopped == "decided" and res.decision.verdict == "linear"
+    assert pd.Series([t["batch_size"] for t in pins]).value_counts().to_dict() == {
+        8: 6,
+        64: 6,
+        512: 6,
+    }
+    assert all(t["phase"] == "pin" for t in res.trials[-len(pins) :])  # after the decision
+    for t in pins:  # near the planted optimum
+        assert abs(math.log10(t["lr"]) - TRUTH.optimum(t["batch_size"])) < 0.4
+    table = res.inference.table.set_index("batch_size")
+    assert (table["window_decades"] == 0.5).all()  # the table from the basins' bottoms
+    for b in batches:
+        assert abs(math.log10(table.loc[b, "lr"]) - TRUTH.optimum(b)) < 0.097  # within 1.25x
+    unpinned = [t for t in res.trials if t["phase"] != "pin"]
+    before = infer(design._frame(unpinned, "val_loss"), "val_loss", replicates=0, warmup=False)
+    after = infer(design._frame(res.trials, "val_loss"), "val_loss", replicates=0, warmup=False)
+    assert after.alpha == before.alpha and after.alpha_ci == before.alpha_ci  # not used

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-PHASES = ("grid", "optuna", "confirm")  # the sweep's phases, in the order they run
+PHASES = ("grid", "optuna", "pin", "confirm")  # the sweep's phases, in the order they run
 TRIAL_KEYS = ("batch_size", "lr", "warmup_epochs", "seed", "phase")  # what varies per trial
 MODELS = ("cnn1", "resnet8", "linear")  # built by trainables.models
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")  # built by trainables.train
