@@ -229,8 +229,8 @@ def report_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
                 "p",
                 f"Each rule constrains mu(B) inside the same model of all {inf.n_model_trials} "
                 f"finished trials at B = {b} (batch sizes whose optimum is flanked by worse "
-                f"lrs); AICc on the trials' likelihood, lower is better; a difference of "
-                f"{CLEAR_AICC:g} or more counts as clearly better.",
+                f"lrs{_pins_aside(a)}); AICc on the trials' likelihood, lower is better; a "
+                f"difference of {CLEAR_AICC:g} or more counts as clearly better.",
             ),
         ]
     else:
@@ -383,6 +383,12 @@ def _warmup_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
     if not a.warmup.empty:
         out.append(("table", *warmup_rows(a)))
     return out + _fig(figs, "warmup", "warmup comparison")
+
+
+def _pins_aside(a: Analysis) -> str:
+    """', the 24 pin trials aside' when the sweep has pin trials (the rules leave them out)."""
+    n = int((a.trials["phase"] == "pin").sum()) if "phase" in a.trials.columns else 0
+    return f"; the {n} pin trials aside" if n else ""
 
 
 def _bottom_lines(a: Analysis) -> list[str]:

@@ -57,9 +57,9 @@ STEEP_NOISE_TREND = 1.0  # a seed-noise drift this steep (log sd per sd of log B
 # [0.70, 0.76] where the truth is 0.985; or 0.0005 at B = 4, alpha 1.03 [1.02, 1.05])
 
 PIN_PHASE = "pin"  # trials the design loop places near each optimum once the verdict is decided
-LOCAL_DECADES = 0.5  # the per-batch table's basin window where a batch size's trials are dense
-LOCAL_NEAR = 0.25  # ... near its optimum: at least LOCAL_MIN finite trials within this many
-LOCAL_MIN = 6  # decades (`_bottoms`)
+LOCAL_DECADES = 0.5  # the per-batch table's basin window where a pinned batch size's trials are
+LOCAL_NEAR = 0.25  # dense near its optimum: at least LOCAL_MIN trials (finite or diverged)
+LOCAL_MIN = 6  # within LOCAL_NEAR decades of it (`_bottoms`)
 
 TABLE_COLUMNS = [
     "batch_size",
@@ -556,8 +556,13 @@ def _pins(fin: pd.DataFrame) -> np.ndarray:
 def _dense(design: Design, centre: np.ndarray) -> np.ndarray:
     """Per batch level: at least LOCAL_MIN trials (finite or diverged) within LOCAL_NEAR
     decade of `centre` (its log10 optimum): enough to fit the bottom of its basin alone."""
+    return _near(design, centre) >= LOCAL_MIN
+
+
+def _near(design: Design, centre: np.ndarray) -> np.ndarray:
+    """Per batch level: its trials within LOCAL_NEAR decade of `centre`."""
     near = np.abs(design.x - centre[design.bi]) <= LOCAL_NEAR
-    return np.bincount(design.bi[near], minlength=design.nb) >= LOCAL_MIN
+    return np.bincount(design.bi[near], minlength=design.nb)
 
 
 def _bottoms(
@@ -579,22 +584,28 @@ def _bottoms(
     CUT_DECADES fit without the pin trials (its far trials are what tells the rules apart).
     Only where pinned: on a basin the model describes, the one-decade fit's optima are the
     more precise (planted Optuna-like designs: intervals about half as wide).
-    Column `mu_local`: every batch size's log10 optimum in the bottom-of-basin fit, wherever
-    that fit was made."""
+    Columns `mu_local` and `n_near`: every batch size's log10 optimum in the bottom-of-basin
+    fit and its trials within LOCAL_NEAR decade of it, wherever that fit was made."""
     table = table.copy()
     table["window_decades"] = basin.CUT_DECADES
     table["mu_local"] = None
+    table["n_near"] = None
     pinned = np.bincount(design.bi[pin], minlength=design.nb) > 0
     if not pinned.any():
         return table
     cut, fit = basin.fit_cut(design, decades=LOCAL_DECADES)
-    dense = pinned & _dense(design, fit.params[: design.nb])
+    centre = fit.params[: design.nb]
+    dense = pinned & _dense(design, centre)
+    near = _near(design, centre)
     pos = {int(b): j for j, b in enumerate(design.batches)}
     table["mu_local"] = [
         float(fit.params[pos[int(b)]]) if int(b) in pos else None for b in table["batch_size"]
     ]
-    if quick or not dense.any():  # (the design loop's looks: its placement stays the
-        return table  # CUT_DECADES fit's; its pin trials follow `mu_local`)
+    table["n_near"] = [
+        int(near[pos[int(b)]]) if int(b) in pos else None for b in table["batch_size"]
+    ]
+    if quick or not dense.any():  # (quick: the pin phase's refits need only `mu_local`)
+        return table
     local = _per_batch(base, design, fit, cut, sign, log_scale, rng, replicates, quick)
     use = table["batch_size"].astype(int).isin([int(b) for b in design.batches[dense]])
     for c in PER_BATCH_COLUMNS:

@@ -37,7 +37,7 @@ import numpy as np
 from analysis import basin
 from analysis.basin import Likelihood
 from analysis.decision import ALPHA_MAX, Decision
-from analysis.inference import Inference
+from analysis.inference import LOCAL_MIN, Inference
 
 MIN_TRIALS = 3  # finished trials a batch size needs before its basin can be modelled (4
 # cost the planted benchmark a trial or two a sweep)
@@ -282,18 +282,37 @@ def pin(
     warmup: float = 0.0,
 ) -> Proposal | None:
     """The next pin trial once the verdict is decided (`adaptive.pin_trials`): `per_batch`
-    trials at each batch size near its optimum, for the per-batch table's best lr (the
-    verdict does not see them). It goes to the batch size with the fewest so far, at the
-    next PIN_STENCIL offset from its optimum as now fitted (the bottom-of-basin fit's,
-    analysis.inference `mu_local`, once there is one). None when every batch size has its
-    `per_batch` pins, or has no optimum to pin. `warmup`: the reference level (the table's)."""
-    centres = {b: pinned_optimum(inf, b) for b in batch_sizes if pins.get(b, 0) < per_batch}
+    trials at each batch size near its optimum (up to twice that where it moved away from
+    them, `_unpinned`), for the per-batch table's best lr (the verdict does not see them). It
+    goes to the batch size with the fewest so far, at the next PIN_STENCIL offset from its
+    optimum as now fitted (the bottom-of-basin fit's, analysis.inference `mu_local`, once
+    there is one). None when no batch size needs one, or none has an optimum to pin.
+    `warmup`: the reference level (the table's)."""
+    rows = inf.table.set_index("batch_size") if len(inf.table) else None
+    centres = {
+        b: pinned_optimum(inf, b) for b in batch_sizes if _unpinned(rows, b, pins, per_batch)
+    }
     todo = [b for b, mu in centres.items() if mu is not None]
     if not todo:
         return None
     b = min(todo, key=lambda v: (pins.get(v, 0), v))
     x = centres[b] + PIN_STENCIL[pins.get(b, 0) % len(PIN_STENCIL)]
     return Proposal(b, x, x, x, warmup, "pin")
+
+
+def _unpinned(rows, b: int, pins: dict[int, int], per_batch: int) -> bool:
+    """Fewer than `per_batch` pin trials at the batch size, or fewer than twice that while its
+    bottom-of-basin optimum still has fewer than LOCAL_MIN (or `per_batch`, if fewer) trials
+    within LOCAL_NEAR decade
+    (it moved away from the first ones: seen at B = 1024 of the exact quadratic problem, whose
+    loop had put the optimum 4x low; its pins walked up to it)."""
+    n = pins.get(b, 0)
+    if n < per_batch:
+        return True
+    if n >= 2 * per_batch or rows is None or b not in rows.index or "n_near" not in rows.columns:
+        return False
+    near = rows.loc[b]["n_near"]
+    return _finite(near) and float(near) < min(LOCAL_MIN, per_batch)
 
 
 def _firm(row) -> bool:
