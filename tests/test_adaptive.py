@@ -243,6 +243,7 @@ def test_a_spent_budget_stops_the_loop_and_says_so(tmp_path):
         (["optuna.trials_per_batch_size=8"], "belong to design: fixed"),
         (["adaptive.batch_sizes=[8,16]"], "at least 3 batch sizes"),
         (["adaptive.batch_sizes_max=64"], "below the largest batch size"),
+        (["adaptive.pin_trials=-1"], "adaptive.pin_trials must be >= 0"),
         (["design=adaptiv"], "did you mean 'adaptive'"),
     ],
 )
