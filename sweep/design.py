@@ -303,9 +303,8 @@ def pin(
 def _unpinned(rows, b: int, pins: dict[int, int], per_batch: int) -> bool:
     """Fewer than `per_batch` pin trials at the batch size, or fewer than twice that while its
     bottom-of-basin optimum still has fewer than LOCAL_MIN (or `per_batch`, if fewer) trials
-    within LOCAL_NEAR decade
-    (it moved away from the first ones: seen at B = 1024 of the exact quadratic problem, whose
-    loop had put the optimum 4x low; its pins walked up to it)."""
+    within LOCAL_NEAR decade: it moved away from the first ones (seen at B = 1024 of the exact
+    quadratic problem, whose loop had put the optimum 4x low; its pins walked up to it)."""
     n = pins.get(b, 0)
     if n < per_batch:
         return True
