@@ -219,7 +219,9 @@ class PhasedSearcher(Searcher):
             return {
                 "grid": len(p.grid),
                 "optuna": a.budget.trials or 0,
-                "pin": len(self._loop.batch_sizes) * a.pin_trials,
+                "pin": max(  # (more where an optimum moved away from its pins: design.pin)
+                    len(self._loop.batch_sizes) * a.pin_trials, sum(self._pins().values())
+                ),
                 "confirm": len(self._loop.batch_sizes) if a.measure_noise_scale else 0,
             }
         n_confirm = len(p.batch_sizes) * p.confirm_top_k * len(p.confirm_seeds)

@@ -84,6 +84,7 @@ def test_the_loop_stops_decided_linear_and_measures_the_noise_scale_once(full_ru
     for r in pins:  # near the optimum, on both sides of it
         assert abs(math.log10(r["lr"] / (0.05 * r["batch_size"] / 8))) < 0.3
     assert len({r["seed"] for r in pins}) == 6
+    assert s.totals()["pin"] == s.finished_counts()["pin"] == 6  # the progress line's counts
     order = [r["phase"] for r in runs]
     assert order.index("confirm") > max(i for i, p in enumerate(order) if p == "pin")
     assert "pinning each batch size's best lr: 2 trials near each optimum" in notes
