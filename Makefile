@@ -16,7 +16,7 @@ SWEEP_ARGS = --config $(CONFIG) --storage $(STORAGE) $(if $(NAME),--name $(NAME)
 sweep: .venv/.installed  ## run the sweep (resumes an unfinished one), then write the report
 	$(PY) -m sweep $(SWEEP_ARGS)
 
-test: .venv/.installed  ## the test suite (CPU, about 9-10 minutes on 2 cores; see tests/conftest.py)
+test: .venv/.installed  ## the test suite (CPU, about 10 minutes on 2 cores; see tests/conftest.py)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --ignore=tests/test_kill_resume.py
 	$(PY) -m pytest -q tests/test_kill_resume.py
 

