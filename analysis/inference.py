@@ -442,6 +442,20 @@ def _width(fit: Fit) -> float:
     return math.sqrt(math.exp(s0) / c)
 
 
+MODEL_COLUMNS = (  # the per-batch table's columns that come from a fit (`_per_batch`)
+    "lr",
+    "lr_ci_lo",
+    "lr_ci_hi",
+    "floor",
+    "curv_left",
+    "curv_right",
+    "noise_sd",
+    "metric_best",
+    "mu_model",
+)
+PER_BATCH_COLUMNS = (*MODEL_COLUMNS, "fit", "at_edge", "edge_side")  # all `_per_batch` sets
+
+
 def _per_batch(
     table: pd.DataFrame,
     design: Design,
@@ -467,17 +481,7 @@ def _per_batch(
     table = table.copy()
     table.attrs["mu_cal"] = mu_cal
     pos = {int(b): i for i, b in enumerate(design.batches)}
-    for col in (
-        "lr",
-        "lr_ci_lo",
-        "lr_ci_hi",
-        "floor",
-        "curv_left",
-        "curv_right",
-        "noise_sd",
-        "metric_best",
-        "mu_model",
-    ):
+    for col in MODEL_COLUMNS:
         table[col] = None
     table["fit"] = "none"
     at_edge = []
@@ -523,22 +527,6 @@ def _per_batch(
     return table
 
 
-PER_BATCH_COLUMNS = (  # what `_per_batch` fills in
-    "lr",
-    "lr_ci_lo",
-    "lr_ci_hi",
-    "floor",
-    "curv_left",
-    "curv_right",
-    "noise_sd",
-    "metric_best",
-    "mu_model",
-    "fit",
-    "at_edge",
-    "edge_side",
-)
-
-
 def _pins(fin: pd.DataFrame) -> np.ndarray:
     """Per trial: one of the design loop's pin trials (phase `pin`), which it places once the
     verdict is decided, near each optimum, for the per-batch table (`_bottoms`). Everything
@@ -553,14 +541,9 @@ def _pins(fin: pd.DataFrame) -> np.ndarray:
     return pin
 
 
-def _dense(design: Design, centre: np.ndarray) -> np.ndarray:
-    """Per batch level: at least LOCAL_MIN trials (finite or diverged) within LOCAL_NEAR
-    decade of `centre` (its log10 optimum): enough to fit the bottom of its basin alone."""
-    return _near(design, centre) >= LOCAL_MIN
-
-
 def _near(design: Design, centre: np.ndarray) -> np.ndarray:
-    """Per batch level: its trials within LOCAL_NEAR decade of `centre`."""
+    """Per batch level: its trials (finite or diverged) within LOCAL_NEAR decade of `centre`
+    (its log10 optimum); LOCAL_MIN of them are enough to fit the bottom of its basin alone."""
     near = np.abs(design.x - centre[design.bi]) <= LOCAL_NEAR
     return np.bincount(design.bi[near], minlength=design.nb)
 
@@ -594,9 +577,8 @@ def _bottoms(
     if not pinned.any():
         return table
     cut, fit = basin.fit_cut(design, decades=LOCAL_DECADES)
-    centre = fit.params[: design.nb]
-    dense = pinned & _dense(design, centre)
-    near = _near(design, centre)
+    near = _near(design, fit.params[: design.nb])
+    dense = pinned & (near >= LOCAL_MIN)
     pos = {int(b): j for j, b in enumerate(design.batches)}
     table["mu_local"] = [
         float(fit.params[pos[int(b)]]) if int(b) in pos else None for b in table["batch_size"]

@@ -593,20 +593,7 @@ def run_loop(
             prop = propose(inf, batch_sizes, counts, warmups, centre)
         x = prop.x if prop.x is not None else float(rng.uniform(prop.lo, prop.hi))
         w = prop.warmup if prop.warmup is not None else float(rng.choice(warmups))
-        trial_seed = seed * 100_003 + len(trials)
-        y, diverged = run_trial(prop.batch_size, 10**x, w, trial_seed)
-        trials.append(
-            {
-                "trial": f"t{len(trials):05d}",
-                "batch_size": prop.batch_size,
-                "lr": 10**x,
-                "warmup_epochs": w,
-                "seed": trial_seed,
-                "phase": "optuna",
-                "status": "diverged" if diverged else "done",
-                metric: math.nan if diverged else y,
-            }
-        )
+        trials.append(_run_one(run_trial, trials, prop.batch_size, x, w, seed, "optuna", metric))
         frame = _frame(trials, metric)
         counts = frame.groupby("batch_size").size().to_dict()
         seen = look(frame, counts, batch_sizes, looks, metric, replicates=replicates, seed=seed)
@@ -639,21 +626,28 @@ def _pin_trials(
         prop = pin(inf, batch_sizes, pins, n, warmup)
         if prop is None:
             return trials
-        trial_seed = seed * 100_003 + len(trials)
-        y, diverged = run_trial(prop.batch_size, 10**prop.x, warmup, trial_seed)
         pins[prop.batch_size] = pins.get(prop.batch_size, 0) + 1
         trials.append(
-            {
-                "trial": f"t{len(trials):05d}",
-                "batch_size": prop.batch_size,
-                "lr": 10**prop.x,
-                "warmup_epochs": warmup,
-                "seed": trial_seed,
-                "phase": "pin",
-                "status": "diverged" if diverged else "done",
-                metric: math.nan if diverged else y,
-            }
+            _run_one(run_trial, trials, prop.batch_size, prop.x, warmup, seed, "pin", metric)
         )
+
+
+def _run_one(
+    run_trial, trials: list[dict], b: int, x: float, w: float, seed: int, phase: str, metric: str
+) -> dict:
+    """Run one trial (log10 lr `x`) with the next trial's seed; its row for `trials`."""
+    trial_seed = seed * 100_003 + len(trials)
+    y, diverged = run_trial(b, 10**x, w, trial_seed)
+    return {
+        "trial": f"t{len(trials):05d}",
+        "batch_size": b,
+        "lr": 10**x,
+        "warmup_epochs": w,
+        "seed": trial_seed,
+        "phase": phase,
+        "status": "diverged" if diverged else "done",
+        metric: math.nan if diverged else y,
+    }
 
 
 def _frame(trials: list[dict], metric: str):
