@@ -489,6 +489,12 @@ class Likelihood:
         j[np.flatnonzero(on), lay.df.start + wi[on] - 1] = 1.0
         return j, dlc, np.exp(u["log_s_b"][bi])
 
+    def residuals(self, p: np.ndarray) -> np.ndarray:
+        """Standardised residual (y - predicted) / noise sd of every trial, NaN where
+        censored."""
+        t = self._terms(p)
+        return np.where(self.cens, np.nan, t["r"])
+
     def loglik(self, p: np.ndarray) -> float:
         return -self.value_grad(p)[0]
 

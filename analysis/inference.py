@@ -60,6 +60,7 @@ PIN_PHASE = "pin"  # trials the design loop places near each optimum once the ve
 LOCAL_DECADES = 0.5  # the per-batch table's basin window where a pinned batch size's trials are
 LOCAL_NEAR = 0.25  # dense near its optimum: at least LOCAL_MIN trials (finite or diverged)
 LOCAL_MIN = 6  # within LOCAL_NEAR decades of it (`_bottoms`)
+SCATTER_MIN_DF = 2  # trials in a basin beyond its optimum and floor to judge its scatter
 
 TABLE_COLUMNS = [
     "batch_size",
@@ -452,6 +453,7 @@ MODEL_COLUMNS = (  # the per-batch table's columns that come from a fit (`_per_b
     "noise_sd",
     "metric_best",
     "mu_model",
+    "scatter",
 )
 PER_BATCH_COLUMNS = (*MODEL_COLUMNS, "fit", "at_edge", "edge_side")  # all `_per_batch` sets
 
@@ -478,6 +480,7 @@ def _per_batch(
         )
         mu_cal = calibration_from(stats, failed)
     thr = mu_cal.threshold if mu_cal else CHI2_1_95
+    scatter = _scatter(lik, free.params)
     table = table.copy()
     table.attrs["mu_cal"] = mu_cal
     pos = {int(b): i for i, b in enumerate(design.batches)}
@@ -496,7 +499,12 @@ def _per_batch(
         lo = hi = None
         if not quick:
             lo, hi = profile_interval(
-                lik, free.params, free.loglik, j, threshold=thr, limit=limit + MU_LIMIT_DECADES
+                lik,
+                free.params,
+                free.loglik,
+                j,
+                threshold=thr * max(1.0, float(scatter[j])),
+                limit=limit + MU_LIMIT_DECADES,
             )
         mu = float(free.params[j])
         bracketed = bool(row["in_fit"])
@@ -506,6 +514,7 @@ def _per_batch(
         table.at[i, "curv_right"] = float(math.exp(u["log_cr_b"][j]))
         table.at[i, "noise_sd"] = float(math.exp(u["log_s_b"][j]))
         table.at[i, "mu_model"] = mu
+        table.at[i, "scatter"] = float(scatter[j])
         if bracketed:
             table.at[i, "lr"] = 10**mu
             table.at[i, "lr_ci_lo"] = None if lo is None else 10**lo
@@ -525,6 +534,23 @@ def _per_batch(
             at_edge.append(True)
     table["at_edge"] = at_edge
     return table
+
+
+def _scatter(lik: Likelihood, params: np.ndarray) -> np.ndarray:
+    """Per batch level: the mean squared standardised residual of its trials in the basin
+    (degrees of freedom: those trials less its optimum and floor), 1 where fewer than
+    SCATTER_MIN_DF remain. Above 1 the trials scatter around the fitted basin more than the
+    fitted seed noise allows (the basin's shape or the noise differs at this batch size from
+    what the shared shape and noise trend give it): its interval's threshold is multiplied by
+    it (the Birge ratio's square; never narrowed), as the calibration, which simulates from
+    the fitted model, cannot see this misfit."""
+    r = lik.residuals(params)
+    inside = np.isfinite(r)
+    bi = lik.d.bi[inside]
+    n = np.bincount(bi, minlength=lik.d.nb)
+    ss = np.bincount(bi, weights=r[inside] ** 2, minlength=lik.d.nb)
+    df = n - 2
+    return np.where(df >= SCATTER_MIN_DF, ss / np.maximum(df, 1), 1.0)
 
 
 def _pins(fin: pd.DataFrame) -> np.ndarray:
