@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.decision import CLEAR_AICC, MIN_RESID_DF, SUPPORT_AICC, Decision, regions
+from analysis.decision import (
+    CLEAR_AICC,
+    MIN_RESID_DF,
+    SUPPORT_AICC,
+    Decision,
+    regions,
+    rejecting_bend,
+)
 from analysis.inference import MIN_POINTS, Inference
 
 LINEAR_SLOPE = 0.8  # the linear rule "holds" while the saturating rule's local slope >= this
@@ -255,11 +262,23 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
         shape = {
             "saturating": "saturating lr_max / (1 + B_noise / B)",
             "curved": "log-quadratic (rises, then falls)",
-        }[inf.best_model]
+        }
+        best, bend = inf.best_model, rejecting_bend(inf)
+        if bend == best:
+            against = "it"
+        else:  # the best bend's feature lies outside the range; this one's inside
+            where = (
+                f"knee B_noise = {fmt_b(inf.b_noise)}"
+                if bend == "saturating"
+                else f"peak near B = {fmt_b(inf.peak_b)}"
+            )
+            shape["curved"] = "log-quadratic"
+            against = f"the {shape[bend]} rule, whose {where} lies inside the range"
         text = (
-            f"Neither rule {span}: the {shape} rule fits best, and the linear and sqrt rules "
-            f"are each clearly worse than it (AICc higher by {CLEAR_AICC:g} or more); a "
-            f"single power law's alpha is only the average slope of a bend here. {evidence}"
+            f"Neither rule {span}: the {shape[best]} rule fits best, and the linear and sqrt "
+            f"rules are each clearly worse than {against} (AICc higher by {CLEAR_AICC:g} or "
+            f"more); a single power law's alpha is only the average slope of a bend here. "
+            f"{evidence}"
         )
         return Verdict("neither", text, linear_range, notes)
     if dec.reason in ("inside_linear", "inside_sqrt"):

@@ -153,6 +153,37 @@ def test_a_bend_that_fits_best_with_both_rules_clearly_worse_is_neither():
     assert decide(_inf((0.82, 0.86), aicc=lin_ok, b_noise=30.0)).reason == "bend_supported"
 
 
+def test_a_bend_inside_the_range_rejects_both_rules_when_another_bend_fits_best():
+    """The exact quadratic problem over B = 4..1024 (linear, then flat), one loop's 150 trials:
+    alpha 0.88 [0.85, 0.90] inside the linear margin; the curved rule best, its peak far beyond
+    the range; the saturating rule 9 AICc behind it, its knee at B = 279; the linear rule 85
+    and the sqrt rule 218 behind that. `neither` (it spent its budget `inconclusive`,
+    `linear_worse`, before); with the knee beyond the range (B = 4..64's mild bend: a
+    saturating knee at B = 131 beat the power law by 10 AICc where the true slope is 0.985)
+    alpha decides: undecided here."""
+    aicc = {
+        "linear": 94.1,
+        "sqrt": 227.4,
+        "constant": 269.0,
+        "power": 16.6,
+        "saturating": 8.9,
+        "curved": 0.0,
+    }
+    batches = (4, 16, 64, 256, 1024)
+    inf = _inf((0.85, 0.90), aicc=aicc, b_noise=279.0, peak=2.6e7, batches=batches)
+    dec = decide(inf)
+    assert (dec.verdict, dec.reason) == ("neither", "rejected")
+    said = explain(inf, dec).paragraph
+    assert "the log-quadratic rule fits best" in said
+    assert "each clearly worse than the saturating" in said
+    assert "knee B_noise = 279 lies inside the range" in said
+    outside = _inf((0.85, 0.90), aicc=aicc, b_noise=2000.0, peak=2.6e7, batches=batches)
+    assert decide(outside).reason == "linear_worse"
+    # the bend inside the range not clearly better than the linear rule: undecided
+    close = _inf((0.85, 0.90), aicc={**aicc, "linear": 15.0}, b_noise=279.0, batches=batches)
+    assert decide(close).verdict == "inconclusive"
+
+
 def test_a_supported_bend_inside_the_range_keeps_linear_undecided():
     """Seen on the exact quadratic problem over B = 4..1024 (linear, then flat above B ~ 256):
     alpha's interval inside the linear margin, the saturating rule with its knee inside the
