@@ -79,6 +79,7 @@ def best_lr_records(best: pd.DataFrame, effective_factor: float | None = None) -
                 "floor": finite_or_none(r["floor"]),
                 "noise_sd": finite_or_none(r["noise_sd"]),
                 "window_decades": finite_or_none(r.get("window_decades")),
+                "scatter": finite_or_none(r.get("scatter")),
             }
         )
     return out
