@@ -156,11 +156,11 @@ def rejecting_bend(inf: Inference) -> str | None:
     alone: on a sparse design the curved rule can win by a degenerate fit, and a planted
     linear law would then be called 'neither'; and on the exact quadratic problem over
     B = 4..64, slope 0.985, a saturating rule with its knee at B = 131 beat the power law by
-    10 AICc. The other bend counts: the exact problem over
-    B = 4..1024 (linear, then flat), 150 trials, alpha 0.88 [0.85, 0.90] inside the linear
-    margin, the curved rule best with its peak far beyond the range, the saturating rule 9
-    AICc behind it with its knee at B = 279, the linear rule 85 behind that: `inconclusive`
-    (`linear_worse`) for ever before."""
+    10 AICc. The other bend counts: the exact problem over B = 4..1024 (linear, then flat),
+    150 trials, alpha 0.88 [0.85, 0.90] inside the linear margin, the curved rule best with
+    its peak far beyond the range, the saturating rule 9 AICc behind it with its knee at
+    B = 279, the linear rule 85 behind that: `inconclusive` (`linear_worse`) for ever
+    before."""
     best = inf.best_model
     if best not in BENDS:
         return None

@@ -272,7 +272,8 @@ def explain(inf: Inference, dec: Decision) -> Verdict:
                 if bend == "saturating"
                 else f"peak near B = {fmt_b(inf.peak_b)}"
             )
-            shape["curved"] = "log-quadratic"
+            if best == "curved":  # its peak lies beyond the range: it does not fall here
+                shape["curved"] = "log-quadratic"
             against = f"the {shape[bend]} rule, whose {where} lies inside the range"
         text = (
             f"Neither rule {span}: the {shape[best]} rule fits best, and the linear and sqrt "
