@@ -13,7 +13,14 @@ import pandas as pd
 from analysis.basin import CUT_DECADES, CUT_NOISE
 from analysis.compare import COINCIDE_TOL, RULE_TOL, RULES
 from analysis.decision import CLEAR_AICC, SUPPORT_AICC, regions
-from analysis.inference import LOCAL_DECADES, LOCAL_MIN, LOCAL_NEAR, MIN_POINTS, Inference
+from analysis.inference import (
+    LOCAL_DECADES,
+    LOCAL_MIN,
+    LOCAL_NEAR,
+    MIN_POINTS,
+    PIN_PHASE,
+    Inference,
+)
 from analysis.noise import comparison_text
 from analysis.optimizers import optimizer_text
 from analysis.pipeline import Analysis
@@ -387,7 +394,7 @@ def _warmup_blocks(a: Analysis, figs: dict[str, Path]) -> list[tuple]:
 
 def _pins_aside(a: Analysis) -> str:
     """', the 24 pin trials aside' when the sweep has pin trials (the rules leave them out)."""
-    n = int((a.trials["phase"] == "pin").sum()) if "phase" in a.trials.columns else 0
+    n = int((a.trials["phase"] == PIN_PHASE).sum()) if "phase" in a.trials.columns else 0
     return f"; the {n} pin trials aside" if n else ""
 
 

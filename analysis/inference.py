@@ -24,7 +24,7 @@ Numbers only: `analysis.decision` turns them into a verdict, `analysis.verdict` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -348,8 +348,7 @@ def infer(
     table["lr_div"] = [
         _div_edge(fin[fin["batch_size"] == b], brackets[int(b)][2]) for b in table["batch_size"]
     ]
-    has_finite = fin.groupby("batch_size")["_y"].transform(lambda s: np.isfinite(s).any())
-    model_fin = fin[has_finite.astype(bool)]
+    model_fin = _modelled(fin)
     rng = np.random.default_rng(seed)
     if model_fin.empty or np.isfinite(model_fin["_y"]).sum() < 3:
         return _edges_only(table, metric, maximize, log_scale)
@@ -410,6 +409,37 @@ def infer(
         basin_width=_width(free),
         resid_df=sub_free.resid_df,
     )
+
+
+def _modelled(fin: pd.DataFrame) -> pd.DataFrame:
+    """The trials of batch sizes with at least one finite result: those the model sees."""
+    has_finite = fin.groupby("batch_size")["_y"].transform(lambda s: np.isfinite(s).any())
+    return fin[has_finite.astype(bool)]
+
+
+def refit_bottoms(inf: Inference, trials: pd.DataFrame) -> Inference:
+    """`inf`, a quick look, with its bottom-of-basin columns (`mu_local`, `n_near`; `_bottoms`)
+    refitted on `trials`: the design loop's refit after each pin trial. Only for `trials` that
+    add nothing but pin trials to those `inf` was fitted on: the verdict's fit leaves the pin
+    trials out and would come out the same, so only the bottom-of-basin fit is redone (0.2 s
+    of a quick look's 0.74 s on 83 trials of the exact problem, 2-core VM)."""
+    fin, log_scale = oriented(trials, inf.metric, inf.maximize)
+    model_fin = _modelled(fin)
+    if inf.table.empty or np.isfinite(model_fin["_y"]).sum() < 3:
+        return inf
+    sign = -1.0 if inf.maximize else 1.0
+    table = _bottoms(
+        inf.table,
+        inf.table,
+        _design(model_fin),
+        _pins(model_fin),
+        sign,
+        log_scale,
+        np.random.default_rng(0),
+        replicates=0,
+        quick=True,
+    )
+    return replace(inf, table=table)
 
 
 def _unorient(v: float | None, sign: float, log_scale: bool) -> float | None:

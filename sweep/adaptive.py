@@ -99,6 +99,7 @@ class Loop:
     shown: str = ""  # the answer as last printed
     n_seen: int = 0  # finished trials at the last look
     pinned: Inference | None = None  # the quick refit after the last pin trial (design.pin)
+    pin_others: int = -1  # finished trials other than pin trials at that refit
 
     def __post_init__(self) -> None:
         self.batch_sizes = self.batch_sizes or list(self.plan.batch_sizes)
@@ -189,18 +190,26 @@ class Loop:
         return clamp(prop, done)
 
     def pin_look(self, done: list[Done]) -> None:
-        """Refit (quickly) after a pin trial: the next one follows the optimum."""
-        from analysis.inference import infer
+        """Refit (quickly) after a pin trial: the next one follows the optimum. Where only pin
+        trials finished since the last refit, only the bottom-of-basin fit is redone
+        (`analysis.inference.refit_bottoms`)."""
+        from analysis.inference import PIN_PHASE, infer, refit_bottoms
 
-        self.pinned = infer(
-            frame(done, self.metric),
-            self.metric,
-            self.maximize,
-            replicates=0,
-            constant=self.plan.constant,
-            warmup=False,
-            quick=True,
-        )
+        rows = frame(done, self.metric)
+        others = int((rows["phase"] != PIN_PHASE).sum())
+        if self.pinned is not None and others == self.pin_others:
+            self.pinned = refit_bottoms(self.pinned, rows)
+        else:
+            self.pinned = infer(
+                rows,
+                self.metric,
+                self.maximize,
+                replicates=0,
+                constant=self.plan.constant,
+                warmup=False,
+                quick=True,
+            )
+        self.pin_others = others
 
     def pin_proposal(self, done: list[Done], pins: dict[int, int], warmup: float):
         """The next pin trial (`design.pin`), or None when every batch size has its own."""

@@ -616,13 +616,16 @@ def run_loop(
 def _pin_trials(
     run_trial, trials: list[dict], batch_sizes, warmup: float, seed: int, metric: str, n: int
 ) -> list[dict]:
-    """`run_loop`'s pin phase: `n` pin trials per batch size (`pin`), refitted after each."""
-    from analysis.inference import infer
+    """`run_loop`'s pin phase: `n` pin trials per batch size (`pin`), refitted after each (the
+    bottom-of-basin fit only: nothing but pin trials is added, `refit_bottoms`)."""
+    from analysis.inference import infer, refit_bottoms
 
     trials = list(trials)
     pins: dict[int, int] = {}
+    inf = infer(_frame(trials, metric), metric, replicates=0, warmup=False, quick=True)
     while True:
-        inf = infer(_frame(trials, metric), metric, replicates=0, warmup=False, quick=True)
+        if pins:
+            inf = refit_bottoms(inf, _frame(trials, metric))
         prop = pin(inf, batch_sizes, pins, n, warmup)
         if prop is None:
             return trials
